@@ -1,0 +1,1 @@
+"""talkingmem: memory-augmented talking-head generation (MCNet, MemFace) in JAX/Flax."""
