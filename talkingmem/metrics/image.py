@@ -1,0 +1,85 @@
+"""Pixel metrics in JAX: L1, PSNR and SSIM on batched NHWC images.
+
+SSIM matches `skimage.metrics.structural_similarity(a, b,
+gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=data_range, channel_axis=-1)`: an 11x11 Gaussian window (truncated at
+3.5 sigma), statistics only where the window fits inside the image (skimage
+filters the whole image and crops a 5-pixel border, which is the same thing),
+averaged over pixels then channels.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["l1", "psnr", "ssim", "gaussian_window"]
+
+_K1, _K2 = 0.01, 0.03
+
+
+def gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:
+  """1-D normalised Gaussian taps as scipy.ndimage (radius int(t*s+.5))."""
+  radius = int(truncate * sigma + 0.5)
+  x = np.arange(-radius, radius + 1, dtype=np.float64)
+  w = np.exp(-0.5 * (x / sigma) ** 2)
+  return w / w.sum()
+
+
+def _check(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  if a.shape != b.shape or a.ndim != 4:
+    raise ValueError(f"expected equal NHWC shapes, got {a.shape} and {b.shape}")
+  return a, b
+
+
+def _reduce(per_image: jax.Array, reduce: bool) -> jax.Array:
+  return per_image.mean() if reduce else per_image
+
+
+def l1(a: jax.Array, b: jax.Array, reduce: bool = True) -> jax.Array:
+  """Mean absolute error per image (N,), or its batch mean."""
+  a, b = _check(a, b)
+  return _reduce(jnp.abs(a - b).mean(axis=(1, 2, 3)), reduce)
+
+
+def psnr(a: jax.Array, b: jax.Array, data_range: float = 1.0,
+         reduce: bool = True) -> jax.Array:
+  """PSNR in dB per image (N,), or the mean of the per-image values.
+
+  Identical images give +inf (as skimage's `peak_signal_noise_ratio`).
+  """
+  a, b = _check(a, b)
+  mse = jnp.square(a - b).mean(axis=(1, 2, 3))
+  return _reduce(10.0 * jnp.log10(data_range**2 / mse), reduce)
+
+
+def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
+  """Separable 'valid' correlation over H and W of (N, H, W, C) maps."""
+  k = len(taps)
+  h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
+  x = sum(float(t) * x[:, i:i + h] for i, t in enumerate(taps))
+  return sum(float(t) * x[:, :, i:i + w] for i, t in enumerate(taps))
+
+
+def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
+         sigma: float = 1.5, reduce: bool = True) -> jax.Array:
+  """Gaussian-window SSIM per image (N,), or its batch mean (see module doc)."""
+  a, b = _check(a, b)
+  taps = gaussian_window(sigma)
+  if min(a.shape[1:3]) < len(taps):
+    raise ValueError(f"images {a.shape[1:3]} smaller than the "
+                     f"{len(taps)}x{len(taps)} SSIM window")
+  # Variances are shift-invariant: centre each image/channel first so that
+  # E[x^2] - E[x]^2 does not cancel catastrophically in float32.
+  ca = a - a.mean(axis=(1, 2), keepdims=True)
+  cb = b - b.mean(axis=(1, 2), keepdims=True)
+  ux, uy = _filter_valid(a, taps), _filter_valid(b, taps)
+  mx, my = _filter_valid(ca, taps), _filter_valid(cb, taps)
+  vx = _filter_valid(ca * ca, taps) - mx * mx
+  vy = _filter_valid(cb * cb, taps) - my * my
+  vxy = _filter_valid(ca * cb, taps) - mx * my
+  c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+  s = ((2 * ux * uy + c1) * (2 * vxy + c2) /
+       ((ux * ux + uy * uy + c1) * (vx + vy + c2)))
+  return _reduce(s.mean(axis=(1, 2, 3)), reduce)
