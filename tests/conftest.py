@@ -22,3 +22,25 @@ def official_fixture_dir() -> pathlib.Path:
   if not (path / "io.npz").exists():
     pytest.fail(f"official fixtures missing at {path}; CI clones the repo with shared/ beside it")
   return path
+
+
+class TinyMCNet:
+  """One tiny MCNet (64x64, 10 keypoints), initialised once per session with jitted calls."""
+
+  def __init__(self):
+    import jax.numpy as jnp
+    import numpy as np
+    from talkingmem.mcnet.config import tiny_model_config
+    from talkingmem.mcnet.model import MCNet
+    self.config = tiny_model_config(64)
+    self.model = MCNet(self.config)
+    rng = np.random.default_rng(0)
+    self.source = jnp.asarray(rng.uniform(size=(2, 64, 64, 3)), jnp.float32)
+    self.driving = jnp.asarray(rng.uniform(size=(2, 64, 64, 3)), jnp.float32)
+    self.variables = jax.jit(self.model.init)(jax.random.PRNGKey(0), self.source, self.driving)
+    self.apply = jax.jit(self.model.apply, static_argnames=("train", "method", "mutable"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mcnet() -> TinyMCNet:
+  return TinyMCNet()
