@@ -4,22 +4,33 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
 STAMP := $(VENV)/.installed
+APT_PACKAGES := espeak-ng libespeak-ng1
 
-.PHONY: setup demo test clean
+.PHONY: setup system-deps demo test clean
+
+# espeak-ng synthesises the MemFace synthetic speech; installed when missing and we may use apt.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	  else echo "note: install $(APT_PACKAGES) (e.g. sudo apt-get install $(APT_PACKAGES)) for MemFace speech"; fi; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	# LPIPS v0.1 linear-head weights only (the package itself would pull in torch; it is never imported).
+	$(PY) -m pip install -q --no-deps lpips==0.1.4
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
 
-demo: $(STAMP)
+demo: setup
 	$(PY) -m talkingmem.main --config=configs/mcnet.py:demo --workdir=$(WORKDIR)
 
-test: $(STAMP)
+test: setup
 	$(PY) -m pytest -q tests
 
 clean:

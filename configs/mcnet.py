@@ -1,13 +1,16 @@
 """MCNet configurations.
 
-Default: the paper's VoxCeleb 256x256 setting (15 keypoints, meta-memory 512x32x32, batch 64 global).
+Default: the paper's VoxCeleb 256x256 setting (15 keypoints, meta-memory 512x32x32, batch 64 global,
+100 epochs x 75 repeats, Adam 2e-4 with x0.1 at 80 %). Data: prepare VoxCeleb with
+`python -m data_pipelines.prepare --dataset voxceleb --source <folder> --out data/voxceleb`.
   python -m talkingmem.main --config=configs/mcnet.py --workdir=workdirs/mcnet_vox
 Variants (`configs/mcnet.py:NAME`):
-  demo      small model on the embedded synthetic faces, ~10 minutes on a 2-core CPU
+  demo      small model on the embedded synthetic faces (generated on first use), ~10 min on 2 CPU cores
             python -m talkingmem.main --config=configs/mcnet.py:demo --workdir=workdirs/demo
-  baseline  the paper's ablation baseline: no memory units
-  tiny      test-sized model (64x64, few channels)
-Any field can be overridden, e.g. --config.model.num_kp=10 --config.model.memory.memory_size=16.
+  baseline  the paper's ablation baseline: the same model without memory units
+            python -m talkingmem.main --config=configs/mcnet.py:baseline --workdir=workdirs/baseline
+  tiny      test-sized model and data (64x64, few channels, a few steps)
+Any field can be overridden, e.g. --config.model.num_kp=10 --config.data.root=/data/vox.
 """
 from __future__ import annotations
 
@@ -16,18 +19,54 @@ import ml_collections
 from talkingmem.mcnet.config import model_config, tiny_model_config
 
 
+def _data(root: str, image_size: int, batch_size: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      root=root, format="folders", dataset=None, image_size=image_size, num_repeats=75,
+      id_sampling=True, augment=True, batch_size=batch_size, seed=0, worker_count=0, read_threads=2,
+      eval_chunk_size=16, synthetic=None))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "paper"
-  config = ml_collections.ConfigDict()
-  config.task = "mcnet"
-  config.seed = 0
-  if variant in ("paper", "baseline"):
-    config.model = model_config(256)
-    config.model.use_memory = variant == "paper"
-  elif variant == "demo":
-    config.model = tiny_model_config(64)
-  elif variant == "tiny":
-    config.model = tiny_model_config(64)
-  else:
+  if variant not in ("paper", "baseline", "demo", "tiny"):
     raise ValueError(f"unknown variant {variant!r}; choose paper, demo, baseline or tiny")
-  return config
+  c = ml_collections.ConfigDict()
+  c.task = "mcnet"
+  c.seed = 0
+  c.model = model_config(256)
+  c.model.use_memory = variant != "baseline"
+  c.data = _data("data/voxceleb", 256, 64)
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=None, num_epochs=100, compute_dtype="float32", log_every=100, eval_every=5000,
+      image_every=1000, checkpoint_every=2000, keep_checkpoints=3, keep_period=20000,
+      eval_batches=50, async_checkpoints=True, num_devices=None, final_outputs=True))
+  c.loss = ml_collections.ConfigDict(dict(
+      perceptual=10.0, scales=(1.0, 0.5, 0.25, 0.125), vgg19_weights="",
+      equivariance_value=10.0, equivariance_jacobian=10.0, sigma_affine=0.05, sigma_tps=0.005,
+      points_tps=5, kp_distance=10.0, kp_distance_threshold=0.2, kp_distance_official=False,
+      memory_consistency=10.0))
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=2e-4, b1=0.5, b2=0.999, lr_decay=0.1, decay_at=(0.8,), clip_norm=10.0))
+  c.eval = ml_collections.ConfigDict(dict(num_videos=None))
+  if variant in ("demo", "tiny"):
+    c.model = tiny_model_config(64)
+    c.data = _data("workdirs/data/synthetic64", 64, 8)
+    c.data.num_repeats = 1
+    c.data.synthetic = ml_collections.ConfigDict(dict(
+        num_identities=120, clips_per_identity=2, frames_per_clip=32, test_fraction=0.1,
+        video_format="mp4"))
+    c.train.update(num_steps=1500, num_epochs=None, log_every=50, eval_every=500, image_every=500,
+                   checkpoint_every=500, keep_period=None, eval_batches=8)
+    c.eval.num_videos = 8
+  if variant == "tiny":
+    c.model = tiny_model_config(32)
+    c.loss.scales = (1.0, 0.5)
+    c.data = _data("workdirs/data/synthetic32_tiny", 32, 8)
+    c.data.num_repeats = 1
+    c.data.synthetic = ml_collections.ConfigDict(dict(
+        num_identities=6, clips_per_identity=1, frames_per_clip=8, test_fraction=0.34, video_format="mp4"))
+    c.data.eval_chunk_size = 8
+    c.train.update(num_steps=4, log_every=2, eval_every=4, image_every=4, checkpoint_every=2,
+                   eval_batches=1, async_checkpoints=False)
+    c.eval.num_videos = 1
+  return c

@@ -8,6 +8,7 @@ Modes: train (train_and_evaluate), info (parameter counts, GFLOPs per frame and 
 from __future__ import annotations
 
 import json
+import os
 
 from absl import app, flags, logging
 import jax
@@ -19,6 +20,8 @@ config_flags.DEFINE_config_file("config", None, "Config file, `path.py` or `path
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and outputs.")
 flags.DEFINE_enum("mode", "train", ["train", "info"], "What to run.")
 flags.DEFINE_bool("time_forward", True, "info: also time one forward pass (compiles the model).")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-node GPU); "
+                  "also done when JAX_COORDINATOR_ADDRESS is set.")
 flags.mark_flag_as_required("config")
 
 
@@ -26,6 +29,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
+  if FLAGS.multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
   if FLAGS.mode == "info":
     from talkingmem.model_info import mcnet_info
     if config.task != "mcnet":

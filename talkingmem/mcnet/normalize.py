@@ -42,7 +42,8 @@ def normalize_kp(kp_source: dict, kp_driving: dict, kp_driving_initial: dict,
   if adapt_movement_scale:
     area_s = convex_hull_area(kp_source["value"])
     area_d = convex_hull_area(kp_driving_initial["value"])
-    scale = jnp.sqrt(area_s) / jnp.sqrt(area_d)
+    # Degenerate (collinear or collapsed) driving keypoints have no area: keep the motion unscaled.
+    scale = jnp.where(area_d > 0, jnp.sqrt(area_s) / jnp.sqrt(jnp.where(area_d > 0, area_d, 1.0)), 1.0)
     if not scale_per_sample:
       scale = jnp.broadcast_to(scale[0], scale.shape)
   out = dict(kp_driving)

@@ -1,0 +1,186 @@
+"""MCNet as a trainer task: data, the official objective, optimizer, evaluation and demo outputs."""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data_pipelines import pipelines
+from talkingmem.mcnet import losses
+from talkingmem.mcnet.model import MCNet
+from talkingmem.metrics import image as image_metrics
+from talkingmem.task import Task
+
+MODULES = ("kp_detector", "generator")
+
+
+def ensure_synthetic_data(data_config) -> None:
+  """Generates the embedded synthetic dataset into data.root the first time it is needed."""
+  root = pathlib.Path(data_config.root)
+  synth = data_config.get("synthetic")
+  if synth is None or (root / "dataset_info.json").exists():
+    return
+  from data_pipelines.synthetic.generate import generate_dataset
+  logging.info("Generating the synthetic talking-face dataset into %s (first run only)", root)
+  if jax.process_index() == 0:
+    info = generate_dataset(root, size=int(data_config.image_size), seed=int(data_config.seed),
+                            **synth.to_dict())
+    logging.info("synthetic data: %s", info)
+
+
+def cast_floats(tree: Any, dtype) -> Any:
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+class MCNetTask(Task):
+  """Reconstruction training (source and driving from the same video), as the official recipe."""
+
+  def __init__(self, config):
+    super().__init__(config)
+    self.model = MCNet(config.model)
+    self.compute_dtype = jnp.dtype(config.train.get("compute_dtype", "float32"))
+    self.vgg_params = None
+    weights = config.loss.get("vgg19_weights")
+    if weights:
+      from talkingmem.nn.vgg import load_vgg19_params
+      self.vgg_params = load_vgg19_params(weights)
+    elif config.loss.perceptual > 0:
+      logging.warning(
+          "No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is replaced by the "
+          "documented pixel-space pyramid loss (L1 + 1-SSIM at scales %s). Supply torchvision's "
+          "vgg19-dcbb9e9d.pth (or its .npz from talkingmem.tools.convert_vgg19) for the paper's loss.",
+          tuple(config.loss.scales))
+
+  # -- data ------------------------------------------------------------------------------------
+  def train_data(self, process_index: int, process_count: int):
+    ensure_synthetic_data(self.config.data)
+    return pipelines.train_dataset(self.config.data, process_index=process_index,
+                                   process_count=process_count)
+
+  def eval_batches(self, process_index: int, process_count: int) -> Iterator[dict]:
+    """FOMM protocol chunks as batches: the video's first frame as source for every driving frame."""
+    ensure_synthetic_data(self.config.data)
+    data = self.config.data
+    chunks = pipelines.reconstruction_dataset(data, pad=True, process_index=process_index,
+                                              process_count=process_count)
+    max_videos = self.config.get("eval", {}).get("num_videos")
+    seen = set()
+    for chunk in chunks:
+      seen.add(chunk["video"])
+      if max_videos is not None and len(seen) > max_videos:
+        return
+      n = len(chunk["driving"])
+      yield {"source": np.broadcast_to(chunk["source"], chunk["driving"].shape),
+             "driving": chunk["driving"], "valid": chunk["valid"]}
+
+  def steps_per_epoch(self) -> int:
+    store = pipelines.make_store(self.config.data)
+    from data_pipelines.pair_source import TrainPairSource
+    slots = len(TrainPairSource(store, split=self.config.data.get("train_split", "train"),
+                                num_repeats=self.config.data.num_repeats,
+                                id_sampling=self.config.data.id_sampling))
+    return max(1, slots // self.config.data.batch_size)
+
+  # -- model -----------------------------------------------------------------------------------
+  def init_variables(self, rng, batch):
+    return self.model.init(rng, batch["source"][:1], batch["driving"][:1])
+
+  def optimizer(self, total_steps: int):
+    o = self.config.optim
+    boundaries = {int(total_steps * at): o.lr_decay for at in o.decay_at}
+    schedule = optax.piecewise_constant_schedule(o.learning_rate, boundaries)
+
+    def per_module():
+      # Official: clip_grad_norm_(10) separately for generator and keypoint detector, Adam(0.5, 0.999).
+      return optax.chain(optax.clip_by_global_norm(o.clip_norm), optax.adam(schedule, b1=o.b1, b2=o.b2))
+
+    labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}  # noqa: E731
+    tx = optax.multi_transform({m: per_module() for m in MODULES}, labels)
+    return tx, schedule
+
+  def _forward(self, params, model_state, source, driving, train, kp_detect_extra=None):
+    """Keypoints of both frames and the generation, threading BatchNorm statistics in train mode."""
+    state = dict(model_state)
+
+    def run(method, *args):
+      nonlocal state
+      variables = {"params": params, **state}
+      if not train:
+        return self.model.apply(variables, *args, method=method)
+      out, updates = self.model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])
+      state = {**state, **updates}
+      return out
+
+    kp_source = run(MCNet.detect, source)
+    kp_driving = run(MCNet.detect, driving)
+    generated = run(MCNet.generate, source, kp_source, kp_driving)
+    return kp_source, kp_driving, generated, run, lambda: state
+
+  def loss(self, params, model_state, batch, rng, step):
+    del step
+    c = self.config.loss
+    src, drv = batch["source"], batch["driving"]
+    if self.compute_dtype != jnp.float32:
+      params, src, drv = cast_floats(params, self.compute_dtype), src.astype(self.compute_dtype), \
+          drv.astype(self.compute_dtype)
+    kp_s, kp_d, gen, run, final_state = self._forward(params, model_state, src, drv, train=True)
+    f32 = lambda t: cast_floats(t, jnp.float32)  # noqa: E731
+    kp_s, kp_d, pred = f32(kp_s), f32(kp_d), gen["prediction"].astype(jnp.float32)
+    target = batch["driving"]
+    terms = {}
+    if c.perceptual > 0:
+      if self.vgg_params is not None:
+        terms["perceptual"] = losses.perceptual_loss(self.vgg_params, pred, target, tuple(c.scales),
+                                                     (c.perceptual,) * 5)
+      else:
+        terms["pixel_pyramid"] = losses.pixel_pyramid_loss(pred, target, tuple(c.scales), c.perceptual)
+    if c.equivariance_value > 0 or c.equivariance_jacobian > 0:
+      detect = lambda x: f32(run(MCNet.detect, x.astype(src.dtype)))  # noqa: E731
+      value, jacobian = losses.equivariance_losses(
+          detect, target, kp_d, rng, c.sigma_affine, c.sigma_tps, c.points_tps)[:2]
+      terms["equivariance_value"] = c.equivariance_value * value
+      if "jacobian" in kp_d:
+        terms["equivariance_jacobian"] = c.equivariance_jacobian * jacobian
+    if c.kp_distance > 0:
+      terms["kp_distance"] = c.kp_distance * sum(
+          losses.keypoint_distance_loss(kp["value"], c.kp_distance_threshold, c.kp_distance_official)
+          for kp in (kp_s, kp_d))
+    if c.memory_consistency > 0 and gen["memory"]:
+      terms["memory_consistency"] = c.memory_consistency * losses.memory_consistency_loss(
+          f32(gen["memory"]))
+    total = sum(terms.values())
+    return total, ({f"loss/{k}": v for k, v in terms.items()}, final_state())
+
+  def eval_metrics(self, variables, batch):
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    _, _, gen, _, _ = self._forward(params, state, batch["source"], batch["driving"], train=False)
+    pred, drv = gen["prediction"], batch["driving"]
+    return {"l1": image_metrics.l1(pred, drv, reduce=False),
+            "psnr": image_metrics.psnr(pred, drv, reduce=False),
+            "ssim": image_metrics.ssim(pred, drv, reduce=False),
+            "l1_deformed_source": image_metrics.l1(gen["deformed"], drv, reduce=False),
+            "l1_source": image_metrics.l1(batch["source"], drv, reduce=False),
+            "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
+
+  def summaries(self, variables, batch):
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    n = min(4, batch["source"].shape[0])
+    src, drv = batch["source"][:n], batch["driving"][:n]
+    _, _, gen, _, _ = self._forward(params, state, src, drv, train=False)
+    size = src.shape[1:3]
+    occlusion = gen.get("occlusion_map", jnp.ones(gen["deformation"].shape[:3] + (1,)))
+    occlusion = jax.image.resize(occlusion, (n, *size, 1), "bilinear")
+    row = jnp.concatenate([src, drv, gen["deformed"], jnp.repeat(occlusion, 3, -1), gen["prediction"]],
+                          axis=2)
+    return {"source|driving|deformed|occlusion|prediction": row}
+
+  def after_training(self, variables, workdir):
+    """The demo's evaluation summary and an animation of a held-out identity."""
+    from talkingmem.mcnet.demo_outputs import write_demo_outputs
+    return write_demo_outputs(self, variables, pathlib.Path(workdir))

@@ -1,0 +1,79 @@
+"""The interface a paper implements to train with `talkingmem.train` (one trainer for all papers).
+
+A Task owns its model, losses, optimizer and data; the trainer owns devices, sharding, the jit step,
+checkpoints, writers and the loop. Randomness reaches a task only through the `rng` it is given.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Any, Iterable, Iterator, Mapping
+
+import jax
+import ml_collections
+import optax
+
+Batch = Mapping[str, Any]
+Variables = dict[str, Any]  # {'params': ..., other collections (e.g. 'batch_stats')}
+
+# Task name (config.task) -> "module:Class"; imported lazily so the trainer imports no paper.
+TASKS = {
+    "mcnet": "talkingmem.mcnet.task:MCNetTask",
+    "memface_a2e": "talkingmem.memface.tasks:AudioToExpressionTask",
+    "memface_renderer": "talkingmem.memface.tasks:RendererTask",
+}
+
+
+class Task(abc.ABC):
+  """What the trainer needs from a paper."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  # -- data (host side, numpy) --------------------------------------------------------------
+  @abc.abstractmethod
+  def train_data(self, process_index: int, process_count: int) -> Iterable[Batch]:
+    """This process's share of each global training batch; a grain dataset (iterator state)."""
+
+  @abc.abstractmethod
+  def eval_batches(self, process_index: int, process_count: int) -> Iterator[Batch]:
+    """Held-out local batches for periodic evaluation (a fresh, finite iterator per call)."""
+
+  # -- model (device side, jit-able) --------------------------------------------------------
+  @abc.abstractmethod
+  def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:
+    """All variables; 'params' are trained, other collections are carried as model state."""
+
+  @abc.abstractmethod
+  def optimizer(self, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer over 'params' and the learning-rate schedule (for logging)."""
+
+  @abc.abstractmethod
+  def loss(self, params: Any, model_state: Variables, batch: Batch, rng: jax.Array,
+           step: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], Variables]]:
+    """Scalar loss, (scalar metrics, updated model state), in training mode."""
+
+  @abc.abstractmethod
+  def eval_metrics(self, variables: Variables, batch: Batch) -> dict[str, jax.Array]:
+    """Per-example metric values (leading axis = batch) in evaluation mode."""
+
+  def steps_per_epoch(self) -> int:
+    """Global steps in one epoch, for configs that give num_epochs instead of num_steps."""
+    raise NotImplementedError(f"{type(self).__name__} needs config.train.num_steps")
+
+  def summaries(self, variables: Variables, batch: Batch) -> dict[str, jax.Array]:
+    """Images (N, H, W, C) in [0, 1] to write, e.g. a row of source | driving | prediction."""
+    del variables, batch
+    return {}
+
+  def after_training(self, variables: Variables, workdir: str) -> dict[str, Any]:
+    """Host-side outputs when training ends (reports, animations); returns a summary."""
+    del variables, workdir
+    return {}
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+  if config.task not in TASKS:
+    raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
+  module, cls = TASKS[config.task].split(":")
+  return getattr(importlib.import_module(module), cls)(config)

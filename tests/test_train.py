@@ -1,0 +1,157 @@
+"""The generic trainer: sharding invariance, learning, NaN skipping, and kill-and-resume equality."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from talkingmem import sharding, train
+from talkingmem.task import get_task
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "configs"))
+import mcnet as mcnet_configs  # noqa: E402
+
+
+def _config(tmp_root: pathlib.Path):
+  c = mcnet_configs.get_config("tiny")
+  c.data.root = str(tmp_root / "data")
+  return c
+
+
+def _smooth_batch(n: int, size: int, seed: int) -> dict:
+  """Frames of smooth random patterns; driving = source shifted by a few pixels."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[0:size, 0:size] / size
+  frames = []
+  for _ in range(n):
+    f = [np.sin(2 * np.pi * (rng.uniform(0.5, 2) * xx + rng.uniform(0.5, 2) * yy + rng.uniform()))
+         for _ in range(3)]
+    frames.append(0.5 + 0.4 * np.stack(f, -1))
+  src = np.asarray(frames, np.float32)
+  drv = np.roll(src, shift=2, axis=2)
+  return {"source": src, "driving": drv}
+
+
+class Runner:
+  """A compiled init and train step on an n-device mesh (compiled once per module)."""
+
+  def __init__(self, task, tx, schedule, num_devices: int):
+    self.mesh = sharding.make_mesh(num_devices)
+    repl = sharding.replicated(self.mesh)
+    self.task = task
+    self.init = jax.jit(lambda b: train.create_train_state(task, tx, jax.random.PRNGKey(0), b),
+                        out_shardings=repl)
+    self.step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.PRNGKey(1)))
+    self.grads = jax.jit(lambda state, b: jax.grad(lambda p: task.loss(
+        p, state.model_state, b, jax.random.PRNGKey(2), state.step)[0])(state.params))
+
+  def batch(self, batch):
+    return sharding.global_batch(batch, self.mesh)
+
+  def losses(self, batch, steps: int):
+    gbatch = self.batch(batch)
+    state = self.init(gbatch)
+    out = []
+    for _ in range(steps):
+      state, metrics = self.step(state, gbatch)
+      out.append(float(metrics["loss"]))
+    return state, out
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+  config = _config(tmp_path_factory.mktemp("train"))
+  task = get_task(config)
+  tx, schedule = task.optimizer(100)
+  batch = _smooth_batch(8, config.model.image_size, 0)
+  return task, batch, Runner(task, tx, schedule, 1)
+
+
+def test_same_loss_and_gradients_on_1_and_8_devices(tiny_setup):
+  assert jax.device_count() == 8, "tests/conftest.py simulates 8 CPU devices"
+  task, batch, one = tiny_setup
+  eight = Runner(task, *task.optimizer(100), 8)
+  _, losses1 = one.losses(batch, 2)
+  _, losses8 = eight.losses(batch, 2)
+  np.testing.assert_allclose(losses1, losses8, rtol=2e-5)
+  # Gradients (before Adam, which amplifies reduction-order noise on near-zero gradients).
+  g1 = jax.device_get(one.grads(one.init(one.batch(batch)), one.batch(batch)))
+  g8 = jax.device_get(eight.grads(eight.init(eight.batch(batch)), eight.batch(batch)))
+  leaves1, leaves8 = jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g8)
+  # Relative to the gradient scale: biases feeding BatchNorm have exactly-zero true gradients.
+  scale = max(float(np.abs(a).max()) for a in leaves1)
+  for a, b in zip(leaves1, leaves8):
+    np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-3)
+
+
+def test_loss_decreases_on_a_fixed_batch(tiny_setup):
+  _, batch, one = tiny_setup
+  _, losses = one.losses(batch, 30)
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_non_finite_step_is_skipped(tiny_setup):
+  _, batch, one = tiny_setup
+  bad = dict(batch, source=batch["source"].copy())
+  bad["source"][0, 0, 0, 0] = np.nan
+  state = one.init(one.batch(batch))
+  before = jax.device_get(state.params)
+  new_state, metrics = one.step(state, one.batch(bad))
+  assert not np.isfinite(float(metrics["loss"]))
+  assert int(new_state.skipped_steps) == 1 and int(new_state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_state.params), before)
+  new_state, metrics = one.step(new_state, one.batch(batch))
+  assert np.isfinite(float(metrics["loss"])) and int(new_state.skipped_steps) == 1
+
+
+def _train_cmd(workdir: pathlib.Path, data_root: pathlib.Path, steps: int) -> list[str]:
+  return [sys.executable, "-m", "talkingmem.main", "--config=configs/mcnet.py:tiny",
+          f"--workdir={workdir}", f"--config.data.root={data_root}", f"--config.train.num_steps={steps}",
+          "--config.train.log_every=1", "--config.train.checkpoint_every=2",
+          "--config.train.eval_every=0", "--config.train.image_every=0",
+          "--config.train.final_outputs=False", "--config.train.async_checkpoints=True"]
+
+
+def _losses(workdir: pathlib.Path) -> dict[int, float]:
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_kill_and_resume_continues_with_the_same_losses(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  data = tmp_path / "data"
+  steps = 6
+  reference = tmp_path / "reference"
+  subprocess.run(_train_cmd(reference, data, steps), cwd=REPO, env=env, check=True, timeout=900,
+                 capture_output=True)
+  expected = _losses(reference)
+  assert sorted(expected) == list(range(1, steps + 1))
+
+  interrupted = tmp_path / "interrupted"
+  proc = subprocess.Popen(_train_cmd(interrupted, data, steps), cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if (interrupted / "metrics.jsonl").exists() and max(_losses(interrupted), default=0) >= 3:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)  # no chance to save: resume must use the last complete checkpoint
+  proc.wait()
+  done = max(_losses(interrupted))
+  assert done < steps, "the run finished before it could be killed"
+  subprocess.run(_train_cmd(interrupted, data, steps), cwd=REPO, env=env, check=True, timeout=900,
+                 capture_output=True)
+  resumed = _losses(interrupted)  # later lines overwrite the steps repeated after the restart
+  assert sorted(resumed) == list(range(1, steps + 1))
+  for s in range(1, steps + 1):
+    np.testing.assert_allclose(resumed[s], expected[s], rtol=1e-6, err_msg=f"step {s}")
