@@ -39,12 +39,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=None, num_epochs=100, compute_dtype="float32", log_every=100, eval_every=5000,
       image_every=1000, checkpoint_every=2000, keep_checkpoints=3, keep_period=20000,
-      eval_batches=50, async_checkpoints=True, num_devices=None, final_outputs=True))
+      eval_batches=50, async_checkpoints=True, num_devices=None, final_outputs=True, video_every=5000))
   c.loss = ml_collections.ConfigDict(dict(
       perceptual=10.0, scales=(1.0, 0.5, 0.25, 0.125), vgg19_weights="",
       equivariance_value=10.0, equivariance_jacobian=10.0, sigma_affine=0.05, sigma_tps=0.005,
       points_tps=5, kp_distance=10.0, kp_distance_threshold=0.2, kp_distance_official=False,
-      memory_consistency=10.0))
+      memory_consistency=10.0,
+      # Optional GAN (off in the official recipe: generator_gan 0).
+      generator_gan=0.0, discriminator_gan=1.0, feature_matching=(10.0, 10.0, 10.0, 10.0)))
+  c.discriminator = ml_collections.ConfigDict(dict(
+      scales=(1.0,), block_expansion=32, max_features=512, num_blocks=4, use_kp=True))
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-4, b1=0.5, b2=0.999, lr_decay=0.1, decay_at=(0.8,), clip_norm=10.0))
   c.eval = ml_collections.ConfigDict(dict(num_videos=None))
@@ -55,8 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.synthetic = ml_collections.ConfigDict(dict(
         num_identities=120, clips_per_identity=2, frames_per_clip=32, test_fraction=0.1,
         video_format="mp4"))
-    c.train.update(num_steps=1500, num_epochs=None, log_every=50, eval_every=500, image_every=500,
-                   checkpoint_every=500, keep_period=None, eval_batches=8)
+    c.train.update(num_steps=600, num_epochs=None, log_every=25, eval_every=300, image_every=300,
+                   checkpoint_every=300, keep_period=None, eval_batches=8, video_every=300)
     c.eval.num_videos = 8
   if variant == "tiny":
     c.model = tiny_model_config(32)
@@ -67,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_identities=6, clips_per_identity=1, frames_per_clip=8, test_fraction=0.34, video_format="mp4"))
     c.data.eval_chunk_size = 8
     c.train.update(num_steps=4, log_every=2, eval_every=4, image_every=4, checkpoint_every=2,
-                   eval_batches=1, async_checkpoints=False)
+                   eval_batches=1, async_checkpoints=False, video_every=0)
+    c.discriminator.update(block_expansion=8, max_features=32, num_blocks=2)
     c.eval.num_videos = 1
   return c

@@ -290,7 +290,9 @@ def _write_mp4(tmp: pathlib.Path, frames: np.ndarray, fps: float,
     args += ['-i', str(audio_path)]
   args += ['-map', '0:v:0']
   if audio_path is not None:
-    args += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', '128k', '-shortest']
+    # apad + -shortest: the audio is cut or padded with silence to the video's length, so an audio
+    # track that ends early (AAC priming) never drops the last video frames.
+    args += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', '128k', '-af', 'apad', '-shortest']
   # yuv420p needs even sizes; pad odd ones by one pixel instead of failing.
   if height % 2 or width % 2:
     args += ['-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2']

@@ -2,13 +2,20 @@
 
   python -m talkingmem.main --config=configs/mcnet.py:demo --workdir=workdirs/demo [--mode=train]
   python -m talkingmem.main --config=configs/mcnet.py --mode=info
+  python -m talkingmem.main --mode=eval --workdir=W [--checkpoint=vox.pth.tar] [--pairs=pairs.csv] \
+      [--lpips_backbone=alexnet-owt-7be5be79.pth] [--face_metrics]
+  python -m talkingmem.main --mode=animate --workdir=W|--checkpoint=vox.pth.tar --source=img.png \
+      --driving=video.mp4 --output=out.mp4 [--no_crop] [--norelative] [--adapt_scale] \
+      [--best_frame=N | --find_best_frame] [--side_by_side]
 
-Modes: train (train_and_evaluate), info (parameter counts, GFLOPs per frame and forward time).
+Modes: train (train_and_evaluate), info (parameter counts, GFLOPs per frame and forward time), eval
+(talkingmem/evaluate.py), animate (talkingmem/animate.py).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -18,17 +25,84 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, `path.py` or `path.py:variant`.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and outputs.")
-flags.DEFINE_enum("mode", "train", ["train", "info"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "info", "eval", "animate"], "What to run.")
 flags.DEFINE_bool("time_forward", True, "info: also time one forward pass (compiles the model).")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-node GPU); "
                   "also done when JAX_COORDINATOR_ADDRESS is set.")
-flags.mark_flag_as_required("config")
+# eval and animate: the model.
+flags.DEFINE_string("checkpoint", None, "eval/animate: an official MCNet .pth.tar instead of the workdir's "
+                    "checkpoints.")
+flags.DEFINE_integer("step", None, "eval/animate: checkpoint step in --workdir (default: the latest).")
+# eval.
+flags.DEFINE_string("pairs", None, "eval: CSV of source_video,source_frame,driving_video,driving_frame "
+                    "(default: the FOMM reconstruction protocol).")
+flags.DEFINE_string("data_root", None, "eval: dataset root (overrides the config's data.root).")
+flags.DEFINE_string("eval_dir", None, "eval: output folder (default: WORKDIR/eval/<protocol>_<step>).")
+flags.DEFINE_integer("max_videos", None, "eval: only the first N test videos.")
+flags.DEFINE_bool("face_metrics", False, "eval: AKD/AED/CSIM with dlib (slow, CPU).")
+flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "eval: LPIPS backbone.")
+flags.DEFINE_string("lpips_backbone", None,
+                    "eval: torchvision alexnet-owt-7be5be79.pth (or vgg16-397923af.pth with --lpips_net=vgg).")
+flags.DEFINE_string("lpips_heads", None, "eval: LPIPS v0.1 heads (default: the lpips package's).")
+flags.DEFINE_bool("pairs_relative", False, "eval: pair motion relative to the driving video's frame 0.")
+# animate.
+flags.DEFINE_string("source", None, "animate: source image.")
+flags.DEFINE_string("driving", None, "animate: driving video (file, frames folder or gif).")
+flags.DEFINE_string("output", None, "animate: output .mp4 (with the driving audio), .gif or folder.")
+flags.DEFINE_bool("no_crop", False, "animate: whole (centre-squared) images instead of dlib face crops.")
+flags.DEFINE_bool("relative", True, "animate: relative motion (--norelative: absolute keypoints).")
+flags.DEFINE_bool("adapt_scale", False, "animate: scale motion by the keypoint hull areas.")
+flags.DEFINE_integer("best_frame", None, "animate: driving frame the relative motion starts from.")
+flags.DEFINE_bool("find_best_frame", False, "animate: that frame chosen by landmarks closest to the source.")
+flags.DEFINE_bool("side_by_side", False, "animate: write source | driving | result.")
+flags.DEFINE_integer("batch_size", 16, "animate: frames per batch.")
+
+
+def run_eval() -> None:
+  from talkingmem import animate, evaluate  # imported late: dlib, Orbax
+  if not FLAGS.eval_dir and not FLAGS.workdir:
+    raise app.UsageError("--mode=eval needs --workdir or --eval_dir for its outputs")
+  try:
+    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+    data = evaluate.resolve_data_config(loaded, FLAGS.config, FLAGS.workdir, FLAGS.data_root)
+  except (animate.CheckpointMismatch, evaluate.NoDataSettings, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  out_dir = FLAGS.eval_dir or evaluate.default_eval_dir(FLAGS.workdir, loaded, FLAGS.pairs)
+  options = evaluate.EvalOptions(
+      face_metrics=FLAGS.face_metrics, lpips_net=FLAGS.lpips_net, lpips_backbone=FLAGS.lpips_backbone,
+      lpips_heads=FLAGS.lpips_heads, max_videos=FLAGS.max_videos, pairs_relative=FLAGS.pairs_relative)
+  report = evaluate.evaluate(loaded, data, out_dir, FLAGS.pairs, options)
+  print(evaluate.format_table(report))
+  print(f"report: {out_dir}/report.json")
+
+
+def run_animate() -> None:
+  from talkingmem import animate  # imported late: dlib, Orbax
+  for name in ("source", "driving", "output"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--mode=animate needs --{name}")
+  options = animate.AnimateOptions(
+      crop=not FLAGS.no_crop, relative=FLAGS.relative, adapt_scale=FLAGS.adapt_scale,
+      best_frame=FLAGS.best_frame, find_best_frame=FLAGS.find_best_frame, side_by_side=FLAGS.side_by_side,
+      batch_size=FLAGS.batch_size)
+  try:
+    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+    summary = animate.animate(loaded, FLAGS.source, FLAGS.driving, FLAGS.output, options)
+  except (animate.AnimationInputError, animate.CheckpointMismatch, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(summary, indent=1))
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.mode == "eval":
+    return run_eval()
+  if FLAGS.mode == "animate":
+    return run_animate()
   config = FLAGS.config
+  if config is None:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --config")
   if FLAGS.multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
   if FLAGS.mode == "info":

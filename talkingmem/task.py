@@ -66,6 +66,11 @@ class Task(abc.ABC):
     del variables, batch
     return {}
 
+  def write_samples(self, variables: Variables, step: int, workdir: str) -> str | None:
+    """Host-side samples written every `train.video_every` steps (e.g. a short video); their path."""
+    del variables, step, workdir
+    return None
+
   def after_training(self, variables: Variables, workdir: str) -> dict[str, Any]:
     """Host-side outputs when training ends (reports, animations); returns a summary."""
     del variables, workdir

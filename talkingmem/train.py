@@ -169,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # eval_every / image_every <= 0 switch those hooks off.
   log_every, eval_every = tc.get("log_every", 50), tc.get("eval_every", 1000)
   ckpt_every, image_every = tc.get("checkpoint_every", 1000), tc.get("image_every", eval_every)
+  video_every = tc.get("video_every", 0)
   eval_batches = tc.get("eval_batches")
   pending: list[tuple[int, dict]] = []
   try:
@@ -192,6 +193,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           images = task.summaries({"params": state.params, **state.model_state},
                                   sharding.global_batch(eval_local, mesh))
           writer.images(step, jax.device_get(images))
+      if video_every > 0 and step % video_every == 0 and jax.process_index() == 0:
+        path = task.write_samples({"params": state.params, **state.model_state}, step, str(workdir))
+        if path:
+          logging.info("wrote samples %s", path)
       if eval_every > 0 and (step % eval_every == 0 or step == total_steps):
         results = evaluate(task, state, eval_step, mesh, eval_batches)
         writer.scalars(step, {f"eval/{k}": v for k, v in results.items()})

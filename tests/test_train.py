@@ -155,3 +155,23 @@ def test_kill_and_resume_continues_with_the_same_losses(tmp_path):
   assert sorted(resumed) == list(range(1, steps + 1))
   for s in range(1, steps + 1):
     np.testing.assert_allclose(resumed[s], expected[s], rtol=1e-6, err_msg=f"step {s}")
+
+
+def test_optional_gan_separates_generator_and_discriminator_gradients(tmp_path):
+  config = _config(tmp_path)
+  config.loss.generator_gan = 1.0
+  config.loss.equivariance_value = config.loss.equivariance_jacobian = 0.0  # smaller program
+  task = get_task(config)
+  batch = {k: jnp.asarray(v[:2]) for k, v in _smooth_batch(2, config.model.image_size, 3).items()}
+  variables = jax.jit(task.init_variables)(jax.random.PRNGKey(0), batch)
+  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+  assert set(params) == {"kp_detector", "generator", "discriminator"}
+
+  def terms(p):
+    _, (m, _) = task.loss(p, state, batch, jax.random.PRNGKey(1), 0)
+    return jnp.stack([m["loss/discriminator_gan"], m["loss/generator_gan"] + m["loss/feature_matching"]])
+
+  norm = lambda t, i: float(jnp.sqrt(sum(jnp.sum(x[i] ** 2) for x in jax.tree_util.tree_leaves(t))))  # noqa: E731
+  grads = jax.jit(jax.jacrev(terms))(params)  # both terms' gradients, stacked, in one program
+  assert norm(grads["discriminator"], 0) > 0 and norm(grads["generator"], 0) == 0
+  assert norm(grads["generator"], 1) > 0 and norm(grads["discriminator"], 1) == 0

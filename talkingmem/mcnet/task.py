@@ -44,6 +44,10 @@ class MCNetTask(Task):
   def __init__(self, config):
     super().__init__(config)
     self.model = MCNet(config.model)
+    self.use_gan = config.loss.get("generator_gan", 0.0) > 0
+    if self.use_gan:
+      from talkingmem.nn.discriminator import MultiScaleDiscriminator
+      self.discriminator = MultiScaleDiscriminator(**config.discriminator.to_dict())
     self.compute_dtype = jnp.dtype(config.train.get("compute_dtype", "float32"))
     self.vgg_params = None
     weights = config.loss.get("vgg19_weights")
@@ -89,7 +93,35 @@ class MCNetTask(Task):
 
   # -- model -----------------------------------------------------------------------------------
   def init_variables(self, rng, batch):
-    return self.model.init(rng, batch["source"][:1], batch["driving"][:1])
+    model_rng, disc_rng = jax.random.split(rng)
+    variables = self.model.init(model_rng, batch["source"][:1], batch["driving"][:1])
+    if self.use_gan:
+      kp = jnp.zeros((1, self.config.model.num_kp, 2), batch["driving"].dtype)
+      disc = self.discriminator.init(disc_rng, self._pyramid(batch["driving"][:1]), kp)
+      variables = {**variables, "params": {**variables["params"], "discriminator": disc["params"]}}
+    return variables
+
+  def _pyramid(self, images):
+    scales = tuple(self.config.discriminator.scales)
+    return losses.image_pyramid(images, scales)
+
+  def _gan_terms(self, d_params, prediction, target, kp_driving) -> dict:
+    """LSGAN + feature matching (FOMM). One simultaneous update: the generator terms see a frozen
+    discriminator and the discriminator term sees a frozen prediction (stop_gradient both ways)."""
+    from talkingmem.nn import discriminator as disc_lib
+    c = self.config.loss
+    kp = jax.lax.stop_gradient(kp_driving["value"])
+    real_py, fake_py = self._pyramid(target), self._pyramid(prediction)
+    frozen = {"params": jax.lax.stop_gradient(d_params)}
+    real = self.discriminator.apply(frozen, real_py, kp)
+    fake = self.discriminator.apply(frozen, fake_py, kp)
+    terms = {"generator_gan": disc_lib.generator_gan_loss(fake, c.generator_gan)}
+    if any(c.feature_matching):
+      terms["feature_matching"] = disc_lib.feature_matching_loss(real, fake, tuple(c.feature_matching))
+    real_d = self.discriminator.apply({"params": d_params}, real_py, kp)
+    fake_d = self.discriminator.apply({"params": d_params}, jax.tree.map(jax.lax.stop_gradient, fake_py), kp)
+    terms["discriminator_gan"] = disc_lib.discriminator_gan_loss(real_d, fake_d, c.discriminator_gan)
+    return terms
 
   def optimizer(self, total_steps: int):
     o = self.config.optim
@@ -101,7 +133,8 @@ class MCNetTask(Task):
       return optax.chain(optax.clip_by_global_norm(o.clip_norm), optax.adam(schedule, b1=o.b1, b2=o.b2))
 
     labels = lambda params: {k: jax.tree.map(lambda _: k, v) for k, v in params.items()}  # noqa: E731
-    tx = optax.multi_transform({m: per_module() for m in MODULES}, labels)
+    modules = MODULES + (("discriminator",) if self.use_gan else ())
+    tx = optax.multi_transform({m: per_module() for m in modules}, labels)
     return tx, schedule
 
   def _forward(self, params, model_state, source, driving, train, kp_detect_extra=None):
@@ -129,7 +162,8 @@ class MCNetTask(Task):
     if self.compute_dtype != jnp.float32:
       params, src, drv = cast_floats(params, self.compute_dtype), src.astype(self.compute_dtype), \
           drv.astype(self.compute_dtype)
-    kp_s, kp_d, gen, run, final_state = self._forward(params, model_state, src, drv, train=True)
+    model_params = {k: v for k, v in params.items() if k in MODULES}
+    kp_s, kp_d, gen, run, final_state = self._forward(model_params, model_state, src, drv, train=True)
     f32 = lambda t: cast_floats(t, jnp.float32)  # noqa: E731
     kp_s, kp_d, pred = f32(kp_s), f32(kp_d), gen["prediction"].astype(jnp.float32)
     target = batch["driving"]
@@ -154,11 +188,17 @@ class MCNetTask(Task):
     if c.memory_consistency > 0 and gen["memory"]:
       terms["memory_consistency"] = c.memory_consistency * losses.memory_consistency_loss(
           f32(gen["memory"]))
+    if self.use_gan:
+      terms.update(self._gan_terms(params["discriminator"], pred, target, kp_d))
     total = sum(terms.values())
     return total, ({f"loss/{k}": v for k, v in terms.items()}, final_state())
 
+  def _model_variables(self, variables):
+    params = {k: v for k, v in variables["params"].items() if k in MODULES}
+    return params, {k: v for k, v in variables.items() if k != "params"}
+
   def eval_metrics(self, variables, batch):
-    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    params, state = self._model_variables(variables)
     _, _, gen, _, _ = self._forward(params, state, batch["source"], batch["driving"], train=False)
     pred, drv = gen["prediction"], batch["driving"]
     return {"l1": image_metrics.l1(pred, drv, reduce=False),
@@ -169,7 +209,7 @@ class MCNetTask(Task):
             "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
 
   def summaries(self, variables, batch):
-    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    params, state = self._model_variables(variables)
     n = min(4, batch["source"].shape[0])
     src, drv = batch["source"][:n], batch["driving"][:n]
     _, _, gen, _, _ = self._forward(params, state, src, drv, train=False)
@@ -180,7 +220,16 @@ class MCNetTask(Task):
                           axis=2)
     return {"source|driving|deformed|occlusion|prediction": row}
 
+  def write_samples(self, variables, step: int, workdir: str) -> str | None:
+    """A short animation of a held-out identity by another one: workdir/samples/step_<N>.mp4."""
+    from talkingmem.mcnet.demo_outputs import write_animation
+    params, state = self._model_variables(variables)
+    path = pathlib.Path(workdir) / "samples" / f"step_{step:08d}.mp4"
+    info = write_animation(self, {"params": params, **state}, path, max_frames=32)
+    return info["path"] if info else None
+
   def after_training(self, variables, workdir):
     """The demo's evaluation summary and an animation of a held-out identity."""
     from talkingmem.mcnet.demo_outputs import write_demo_outputs
-    return write_demo_outputs(self, variables, pathlib.Path(workdir))
+    params, state = self._model_variables(variables)
+    return write_demo_outputs(self, {"params": params, **state}, pathlib.Path(workdir))
