@@ -1,16 +1,17 @@
 """MemFace stage 1 (audio-to-expression with the implicit memory) configurations.
 
-Default `paper`: the paper's sizes (implicit memory of M = 1000 key/value pairs of d = 64, hidden size
-64, Adam 1e-4, alternating model / memory updates in the first half of training; loss weights 1 / 10 /
-1 as the public reimplementation, the paper's were lost). Data: a GRID-like set in the layout of
-`data_pipelines/speech_layout.py` (per speaker / clip: audio.wav, coeffs.npz, mouth_vertices.npy)
-with its 3DMM as root/face_model.npz:
+Default `paper`: the paper's sizes (implicit memory of M = 1000 key/value pairs of d = 64, hidden
+size 64, Adam 1e-4, alternating model / memory updates in the first half of training; loss weights
+1 / 10 / 1 as the public reimplementation, the paper's were lost). Data: a GRID-like set in the
+layout of `data_pipelines/speech_layout.py` (per speaker / clip: audio.wav, coeffs.npz,
+mouth_vertices.npy) with its 3DMM as root/face_model.npz:
   python -m talkingmem.main --config=configs/memface_a2e.py --workdir=workdirs/memface_a2e
 Variants (`configs/memface_a2e.py:NAME`, a base optionally followed by ",ablation"):
   paper            the default above
-  demo             synthetic speech (16 speakers x 40 sentences, espeak-ng, generated on first use into
-                   workdirs/data/speech_synth, no frames rendered), paper-sized model, a few minutes on
-                   2 CPU cores; writes eval_a2e.json (held-out mouth-vertex RMSE)
+  demo             synthetic speech (16 speakers x 40 sentences, espeak-ng, generated on first use
+                   into workdirs/data/speech_synth, no frames rendered), paper-sized model, a few
+                   minutes on 2 CPU cores (3000 steps of 16 x 32 frames, Adam 1e-3 with cosine
+                   decay: the paper's 1e-4 is too slow for a demo); writes eval_a2e.json
   tiny             test-sized model and data
   no_memory        ablation "w/o mem." (Table 3): `:no_memory` (paper sizes) or `:demo,no_memory`
   explicit_memory  ablation "w/ expl. mem." (Table 3): audio-feature keys, coefficient values chosen
@@ -18,8 +19,10 @@ Variants (`configs/memface_a2e.py:NAME`, a base optionally followed by ",ablatio
                    `:demo,explicit_memory`
 The Table 3 comparison on synthetic data, same data and steps:
   python -m talkingmem.main --config=configs/memface_a2e.py:demo --workdir=workdirs/a2e_mem
-  python -m talkingmem.main --config=configs/memface_a2e.py:demo,no_memory --workdir=workdirs/a2e_nomem
-Any field can be overridden, e.g. --config.data.root=/data/grid --config.model.memory_slots=500.
+  python -m talkingmem.main --config=configs/memface_a2e.py:demo,no_memory \
+      --workdir=workdirs/a2e_nomem
+Any field can be overridden, e.g. --config.data.root=/data/grid --config.model.memory_slots=500,
+--config.model.memory_project=True (eq. 2's learned W_q, W_k), --config.optim.alternate=False.
 """
 from __future__ import annotations
 

@@ -67,7 +67,10 @@ def alternate_updates(inner: optax.GradientTransformation, phase: int, until: in
   def update_fn(updates, state, params=None):
     active = (state.count >= until) | (state.count % 2 == phase)
     new_updates, new_inner = inner.update(updates, state.inner, params)
-    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)  # noqa: E731
+
+    def pick(new, old):
+      return jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
+
     new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)
     return new_updates, AlternateState(state.count + 1, pick(new_inner, state.inner))
 
@@ -79,7 +82,7 @@ def alternate_updates(inner: optax.GradientTransformation, phase: int, until: in
 
 
 class AudioToExpressionTask(Task):
-  """Audio windows -> mouth-related expression coefficients, with an implicit / explicit / no memory."""
+  """Audio windows -> mouth-related expression coefficients; implicit / explicit / no memory."""
 
   def __init__(self, config):
     super().__init__(config)
@@ -105,7 +108,8 @@ class AudioToExpressionTask(Task):
   def eval_batches(self, process_index: int, process_count: int, split: str | None = None
                    ) -> Iterator[dict]:
     yield from speech_pipelines.eval_dataset(self.config.data, store=self.store, split=split,
-                                             process_index=process_index, process_count=process_count)
+                                             process_index=process_index,
+                                             process_count=process_count)
 
   def steps_per_epoch(self) -> int:
     source = speech_pipelines.TrainWindowSource(self.store)
@@ -181,9 +185,8 @@ class AudioToExpressionTask(Task):
   def loss(self, params, model_state, batch, rng, step):
     del step
     c = self.config.loss
-    apply = _auto_sharded(lambda v, a, m, r: self.model.apply(v, a, m, train=True,
-                                                              rngs={"dropout": r}), batch["audio"])
-    out = apply({"params": params, **model_state}, batch["audio"], batch["mask"], rng)
+    out = self.model.apply({"params": params, **model_state}, batch["audio"], batch["mask"], train=True,
+                           rngs={"dropout": rng})
     total, terms = losses.a2e_loss(
         out["coeffs"], batch["exp"], params, id_coeffs=batch["id"][:, None], model=self.mouth_model,
         mask=batch["mask"], w_exp=c.w_exp, w_vertex=c.w_vertex, w_reg=c.w_reg)
@@ -222,8 +225,7 @@ class AudioToExpressionTask(Task):
 
   def summaries(self, variables, batch):
     """Coefficient tracks of up to 4 windows: ground truth | prediction | |error| (rows: coeffs)."""
-    fn = lambda v, b: _auto_sharded(self._summaries, b["audio"], False)(v, b)  # noqa: E731
-    return self._jit("summaries", fn)(variables, batch)
+    return self._jit("summaries", self._summaries)(variables, batch)
 
   def _summaries(self, variables, batch):
     n = min(4, batch["audio"].shape[0])
@@ -252,9 +254,21 @@ class AudioToExpressionTask(Task):
       out["vertex_rmse"] = float(np.sqrt(sums["vertex_sq"] / frames))
     return out
 
+  def constant_baseline(self, split: str) -> dict[str, float]:
+    """Errors of predicting the training-set mean coefficients for every frame (the audio-blind
+    reference the model's RMSE should be read against)."""
+    def frames(name):
+      return [self.store.arrays(c)["exp"][c.start:c.end] for c in self.store.splits[name]]
+    mean = np.concatenate(frames(self.config.data.get("train_split", "train"))).mean(0)
+    diff = np.concatenate(frames(split)) - mean
+    dv = np.einsum("tk,kvc->tvc", diff, np.asarray(self.mouth_model.exp_basis))
+    return {"frames": len(diff), "coeff_l2": float(np.mean(diff ** 2)),
+            "vertex_rmse": float(np.sqrt(np.mean(np.sum(dv ** 2, -1))))}
+
   def after_training(self, variables, workdir):
-    """Writes eval_a2e.json: held-out errors (all / seen / unseen speakers), and with an implicit
-    memory the supplement's toy check (C.3): the same model with keys/values reset to N(0, 1)."""
+    """Writes eval_a2e.json: held-out errors (all / seen / unseen speakers), a train-mean baseline,
+    and with an implicit memory the supplement's toy check (C.3): the same model with its keys and
+    values reset to N(0, 1)."""
     variables = jax.device_get(variables)
     summary: dict[str, Any] = {"memory": self.model.memory,
                                "components": list(self.store.selected_names or
@@ -268,6 +282,8 @@ class AudioToExpressionTask(Task):
       for key in ("keys", "values"):
         params["memory"][key] = rng.standard_normal(params["memory"][key].shape).astype(np.float32)
       summary["test_random_memory"] = self.evaluate_split({**variables, "params": params}, "test")
+    if self.mouth_model is not None:
+      summary["test_baseline_train_mean"] = self.constant_baseline("test")
     summary["num_params"] = int(sum(np.size(x) for x in jax.tree.leaves(variables["params"])))
     if jax.process_index() == 0:
       path = pathlib.Path(workdir) / "eval_a2e.json"
@@ -287,29 +303,6 @@ def _schedule(o, total_steps: int) -> optax.Schedule:
   if not warmup:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, o.learning_rate, warmup), main], [warmup])
-
-
-def _auto_sharded(fn, batch_array, batch_sharded_outputs: bool = True):
-  """`fn` run in automatic sharding mode when the batch is sharded over explicit mesh axes.
-
-  jax.make_mesh gives Explicit axes, under which flax's Dropout fails (its unsharded random mask
-  meets a batch-sharded input in lax.select). Inside, sharding is propagated as in classic jit;
-  outputs come back sharded along the batch axis like the input (or replicated).
-  """
-  sharding = getattr(jax.typeof(batch_array), "sharding", None)
-  mesh = getattr(sharding, "mesh", None)
-  explicit = [n for n, t in zip(getattr(mesh, "axis_names", ()), getattr(mesh, "axis_types", ()))
-              if t == jax.sharding.AxisType.Explicit]
-  if not explicit:
-    return fn
-  spec = jax.sharding.PartitionSpec(sharding.spec[0] if batch_sharded_outputs else None)
-  auto = jax.sharding.auto_axes(fn, axes=tuple(explicit), out_sharding=spec)
-
-  def wrapped(*args):
-    with jax.sharding.use_abstract_mesh(mesh):  # auto_axes reads the mesh from the context.
-      return auto(*args)
-
-  return wrapped
 
 
 def _masked_entropy(weights: jax.Array, mask: jax.Array) -> jax.Array:
