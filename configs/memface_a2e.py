@@ -43,7 +43,7 @@ def _model(memory: str) -> ml_collections.ConfigDict:
 
 def _data(root: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      root=root, feature="mel", feature_window=16, window=32, batch_size=32,
+      root=root, format="folders", feature="mel", feature_window=16, window=32, batch_size=32,
       eval_batch_size=32, seed=0, split_seed=0, test_fraction=0.1, test_speakers=0,
       exp_components=None, face_model=None, normalize_features=True, read_threads=2,
       worker_count=0, num_epochs=None, train_split="train", eval_split="test", synthetic=None,

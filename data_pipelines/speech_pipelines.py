@@ -57,7 +57,8 @@ class SpeechDataConfig:
   """Settings of the speech pipelines (an ml_collections ConfigDict with these fields works too).
 
   Attributes:
-    root: dataset root (speech_layout).
+    root: dataset root (speech_layout), or with format='tfds' the output of speech_tfds.build.
+    format: 'folders' (the per-speaker layout) or 'tfds' (ArrayRecord shards of speech_tfds).
     feature: 'mel', 'deepspeech', 'hubert', 'wav2vec' or 'windows'.
     feature_window: W, 50 Hz feature frames per video frame (ignored for 'deepspeech' / 'windows').
     window: T_win, frames per example.
@@ -77,6 +78,7 @@ class SpeechDataConfig:
     train_split / eval_split: split names of `speech_layout.split_clips`.
   """
   root: str = ""
+  format: str = "folders"
   feature: str = "mel"
   feature_window: int = 16
   window: int = 32
@@ -94,6 +96,17 @@ class SpeechDataConfig:
   num_epochs: int | None = None
   train_split: str = "train"
   eval_split: str = "test"
+
+
+def open_store(config: Any) -> "SpeechStore":
+  """The store named by config.format: the folder layout or a speech_tfds build."""
+  cfg = as_speech_config(config)
+  if cfg.format == "tfds":
+    from data_pipelines.speech_tfds import TfdsSpeechStore  # circular at module level
+    return TfdsSpeechStore(cfg)
+  if cfg.format != "folders":
+    raise ValueError(f"data.format must be 'folders' or 'tfds', got {cfg.format!r}")
+  return SpeechStore(cfg)
 
 
 def as_speech_config(config: Any) -> SpeechDataConfig:
@@ -316,7 +329,7 @@ def train_dataset(config: Any, *, store: SpeechStore | None = None,
   index, count = _process(process_index, process_count)
   if cfg.batch_size % count:
     raise ValueError(f"global batch {cfg.batch_size} not divisible by {count} processes")
-  store = SpeechStore(cfg) if store is None else store
+  store = open_store(cfg) if store is None else store
   source = TrainWindowSource(store)
   ds = train_slot_dataset(len(source), seed=cfg.seed, process_index=index, process_count=count,
                           num_epochs=cfg.num_epochs)
@@ -352,7 +365,7 @@ def eval_dataset(config: Any, *, store: SpeechStore | None = None, split: str | 
   """Full batches of consecutive windows over the held-out clips (padding has valid=False)."""
   cfg = as_speech_config(config)
   index, count = _process(process_index, process_count)
-  store = SpeechStore(cfg) if store is None else store
+  store = open_store(cfg) if store is None else store
   clips = store.splits[split or cfg.eval_split]
   if not clips:
     raise ValueError(f"no clips in split {split or cfg.eval_split!r} of {cfg.root}")

@@ -98,7 +98,7 @@ class AudioToExpressionTask(Task):
     if self._store is None:
       ensure_synthetic_speech(self.config.data)
       with jax.ensure_compile_time_eval():  # Feature statistics, even if first used in a trace.
-        self._store = speech_pipelines.SpeechStore(self.config.data)
+        self._store = speech_pipelines.open_store(self.config.data)
     return self._store
 
   def train_data(self, process_index: int, process_count: int):
