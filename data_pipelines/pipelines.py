@@ -153,18 +153,42 @@ def _to_iter(ds: grain.MapDataset, cfg: DataConfig, buffer: int) -> grain.IterDa
 # ----------------------------------------------------------------------------
 
 
+class _ProcessBlocks(grain.MapDataset):
+  """Process p's rows of every global batch: positions b*G + p*L + o for o < L (G = count * L).
+
+  jax.make_array_from_process_local_data puts process p's local batch at rows [p*L, (p+1)*L) of the
+  global batch, so every global batch holds the same examples in the same rows whatever the process
+  count (position-dependent randomness, e.g. equivariance transforms, then matches too).
+  """
+
+  def __init__(self, parent: grain.MapDataset, index: int, count: int, local_batch: int):
+    super().__init__(parent)
+    self._index, self._count, self._local = index, count, local_batch
+
+  def __len__(self) -> int:
+    return len(self.parents[0]) // (self._count * self._local) * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, offset = divmod(index, self._local)
+    return self.parents[0][(batch * self._count + self._index) * self._local + offset]
+
+
 def train_slot_dataset(num_slots: int, *, seed: int, process_index: int,
-                       process_count: int, num_epochs: int | None = None
-                       ) -> grain.MapDataset:
+                       process_count: int, num_epochs: int | None = None,
+                       local_batch: int = 1) -> grain.MapDataset:
   """(global position, slot) pairs read by one process.
 
   Slots are shuffled anew each epoch (same order on every process, same seed)
-  and global positions are dealt round-robin, so the processes read disjoint
-  positions that together cover every slot of every epoch.
+  and each global batch of process_count * local_batch positions is dealt in
+  contiguous blocks of local_batch (local_batch=1: round-robin), so the
+  processes read disjoint positions that together cover every slot of every
+  epoch, and each global batch is the same whatever the process count.
   """
   ds = grain.MapDataset.range(num_slots).seed(seed).shuffle()
   ds = ds.repeat(num_epochs).map_with_index(pair_source.KeyBySlot())
-  return ds[process_index::process_count]
+  return _ProcessBlocks(ds, process_index, process_count, local_batch)
 
 
 def train_dataset(config: Any, *, store: VideoStore | None = None,
@@ -187,7 +211,8 @@ def train_dataset(config: Any, *, store: VideoStore | None = None,
       store, split=cfg.train_split, seed=cfg.seed, num_repeats=cfg.num_repeats,
       id_sampling=cfg.id_sampling, augment=_augment_config(cfg.augment))
   ds = train_slot_dataset(len(source), seed=cfg.seed, process_index=index,
-                          process_count=count, num_epochs=cfg.num_epochs)
+                          process_count=count, num_epochs=cfg.num_epochs,
+                          local_batch=cfg.batch_size // count)
   ds = ds.map(pair_source.PairFromSlot(source))
   ds = ds.batch(cfg.batch_size // count, drop_remainder=True)
   return _to_iter(ds, cfg, buffer=2 * max(1, cfg.read_threads))

@@ -279,3 +279,18 @@ def test_tfds_format_gives_the_same_pairs(root, store, tmp_path):
   for (_, expected), got in zip(folders, pipelines.train_dataset(tfds_cfg)):
     np.testing.assert_array_equal(expected['source'], got['source'])
     np.testing.assert_array_equal(expected['driving'], got['driving'])
+
+
+def test_global_batches_do_not_depend_on_process_count():
+  """Process p's local batch fills rows [p*L, (p+1)*L) of every global batch, as one process would."""
+  from data_pipelines.pipelines import train_slot_dataset
+  global_batch, batches = 8, 3
+  one = train_slot_dataset(10, seed=3, process_index=0, process_count=1, num_epochs=4,
+                           local_batch=global_batch)
+  expected = [one[i] for i in range(global_batch * batches)]
+  for count in (2, 4):
+    local = global_batch // count
+    shards = [train_slot_dataset(10, seed=3, process_index=p, process_count=count, num_epochs=4,
+                                 local_batch=local) for p in range(count)]
+    got = [shards[p][b * local + o] for b in range(batches) for p in range(count) for o in range(local)]
+    assert got == expected
