@@ -104,7 +104,10 @@ def main(argv: list[str]) -> None:
   if config is None:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --config")
   if FLAGS.multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+    # jax reads only JAX_COORDINATOR_ADDRESS itself; hand-started processes give count and id here.
+    kwargs = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                                  ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+    jax.distributed.initialize(**kwargs)
   if FLAGS.mode == "info":
     from talkingmem.model_info import mcnet_info
     if config.task != "mcnet":

@@ -161,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   batch_sharding = sharding.data_sharded(mesh)
   train_step = jax.jit(make_train_step(task, tx, schedule, step_rng), donate_argnums=(0,),
                        in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, repl))
-  eval_step = jax.jit(_eval_step(task))
+  eval_step = jax.jit(_eval_step(task), out_shardings=repl)  # every process reads all metrics
   writer = summaries.Writer(workdir)
   step = int(jax.device_get(state.step))
   progress = summaries.Progress(total_steps, config.data.batch_size, step)

@@ -170,3 +170,16 @@ def test_optional_gan_separates_generator_and_discriminator_gradients(tmp_path):
   grads = jax.jit(jax.jacrev(terms))(params)  # both terms' gradients, stacked, in one program
   assert norm(grads["discriminator"], 0) > 0 and norm(grads["generator"], 0) == 0
   assert norm(grads["generator"], 1) > 0 and norm(grads["discriminator"], 1) == 0
+
+
+def test_bfloat16_training_step_lowers(tmp_path):
+  """Mixed precision: the whole loss and its gradient lower in bf16 (e.g. no bf16 LAPACK calls)."""
+  config = _config(tmp_path)
+  config.train.compute_dtype = "bfloat16"
+  task = get_task(config)
+  batch = {k: jnp.asarray(v[:2]) for k, v in _smooth_batch(2, config.model.image_size, 5).items()}
+  variables = jax.eval_shape(task.init_variables, jax.random.PRNGKey(0), batch)
+  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+  grad = jax.jit(jax.grad(lambda p, s, b: task.loss(p, s, b, jax.random.PRNGKey(1), 0)[0]))
+  lowered = grad.lower(params, state, batch)
+  assert "bf16" in lowered.as_text()

@@ -17,6 +17,12 @@ def kp_to_gaussian(kp: jax.Array, height: int, width: int, variance: float) -> j
   return jnp.exp(-0.5 * jnp.sum(jnp.square(diff), axis=-1) / variance)
 
 
+def inverse(matrices: jax.Array) -> jax.Array:
+  """Batched matrix inverse computed in float32 (LAPACK has no bfloat16 kernel), in the input dtype."""
+  return jnp.linalg.inv(matrices.astype(jnp.promote_types(matrices.dtype, jnp.float32))).astype(
+      matrices.dtype)
+
+
 def sparse_motions(kp_source: dict, kp_driving: dict, height: int, width: int) -> jax.Array:
   """Driving->source coordinates per keypoint, identity first: (B, H, W, K+1, 2).
 
@@ -27,7 +33,7 @@ def sparse_motions(kp_source: dict, kp_driving: dict, height: int, width: int) -
   grid = make_coordinate_grid(height, width, value_d.dtype)
   coords = grid[None, :, :, None, :] - value_d[:, None, None, :, :]  # (B, H, W, K, 2)
   if "jacobian" in kp_driving and "jacobian" in kp_source:
-    jac = kp_source["jacobian"] @ jnp.linalg.inv(kp_driving["jacobian"])  # (B, K, 2, 2)
+    jac = kp_source["jacobian"] @ inverse(kp_driving["jacobian"])  # (B, K, 2, 2)
     coords = jnp.einsum("bkij,bhwkj->bhwki", jac, coords)
   motions = coords + value_s[:, None, None, :, :]
   identity = jnp.broadcast_to(grid[None, :, :, None, :], (b, height, width, 1, 2))

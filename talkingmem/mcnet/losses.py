@@ -11,6 +11,8 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from talkingmem.mcnet.dense_motion import inverse
+
 from talkingmem.mcnet.memory import memory_consistency
 from talkingmem.metrics.image import gaussian_window, ssim
 from talkingmem.nn import vgg
@@ -176,7 +178,7 @@ def equivariance_losses(kp_detect: Callable[[jax.Array], Mapping[str, jax.Array]
   value = jnp.mean(jnp.abs(kp_driving["value"] - warp_coordinates(params, kp_t["value"])))
   if "jacobian" in kp_driving and "jacobian" in kp_t:
     jac_t = jacobian_of_transform(params, kp_t["value"]) @ kp_t["jacobian"]
-    composed = jnp.linalg.inv(kp_driving["jacobian"]) @ jac_t
+    composed = inverse(kp_driving["jacobian"]) @ jac_t
     jacobian = jnp.mean(jnp.abs(jnp.eye(2, dtype=composed.dtype) - composed))
   else:
     jacobian = jnp.zeros((), value.dtype)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from talkingmem.mcnet.dense_motion import inverse
+
 
 def convex_hull_area(points: jax.Array) -> jax.Array:
   """Area of the convex hull of (..., N, 2) points; jit-able, O(N^3), exact for N of a few dozen.
@@ -51,7 +53,7 @@ def normalize_kp(kp_source: dict, kp_driving: dict, kp_driving_initial: dict,
     diff = (kp_driving["value"] - kp_driving_initial["value"]) * scale[:, None, None]
     out["value"] = diff + kp_source["value"]
     if use_relative_jacobian and "jacobian" in kp_driving:
-      jac_diff = kp_driving["jacobian"] @ jnp.linalg.inv(kp_driving_initial["jacobian"])
+      jac_diff = kp_driving["jacobian"] @ inverse(kp_driving_initial["jacobian"])
       out["jacobian"] = jac_diff @ kp_source["jacobian"]
   out["scale"] = scale
   return out

@@ -21,17 +21,24 @@ MODULES = ("kp_detector", "generator")
 
 
 def ensure_synthetic_data(data_config) -> None:
-  """Generates the embedded synthetic dataset into data.root the first time it is needed."""
-  root = pathlib.Path(data_config.root)
+  """Generates the embedded synthetic dataset into data.root the first time it is needed.
+
+  Process 0 generates; with several processes every one of them meets at a barrier (always, so that a
+  process that finds the data already written cannot skip it), assuming a shared filesystem.
+  """
   synth = data_config.get("synthetic")
-  if synth is None or (root / "dataset_info.json").exists():
+  if synth is None:
     return
-  from data_pipelines.synthetic.generate import generate_dataset
-  logging.info("Generating the synthetic talking-face dataset into %s (first run only)", root)
-  if jax.process_index() == 0:
+  root = pathlib.Path(data_config.root)
+  if jax.process_index() == 0 and not (root / "dataset_info.json").exists():
+    from data_pipelines.synthetic.generate import generate_dataset
+    logging.info("Generating the synthetic talking-face dataset into %s (first run only)", root)
     info = generate_dataset(root, size=int(data_config.image_size), seed=int(data_config.seed),
                             **synth.to_dict())
     logging.info("synthetic data: %s", info)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("synthetic data")
 
 
 def cast_floats(tree: Any, dtype) -> Any:
