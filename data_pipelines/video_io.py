@@ -290,9 +290,11 @@ def _write_mp4(tmp: pathlib.Path, frames: np.ndarray, fps: float,
     args += ['-i', str(audio_path)]
   args += ['-map', '0:v:0']
   if audio_path is not None:
-    # apad + -shortest: the audio is cut or padded with silence to the video's length, so an audio
-    # track that ends early (AAC priming) never drops the last video frames.
-    args += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', '128k', '-af', 'apad', '-shortest']
+    # The audio is padded with silence (apad) and the output cut at the video's duration (-t;
+    # -shortest overshoots by the muxer's buffer), so an audio track that ends early (AAC priming)
+    # never drops the last video frames and a longer one never outlasts them.
+    args += ['-map', '1:a:0', '-c:a', 'aac', '-b:a', '128k', '-af', 'apad',
+             '-t', f'{len(frames) / fps:.6f}']
   # yuv420p needs even sizes; pad odd ones by one pixel instead of failing.
   if height % 2 or width % 2:
     args += ['-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2']
