@@ -224,14 +224,20 @@ class SpeechStore:
       if path.exists():
         out["mouth_vertices"] = np.load(path).astype(np.float32)
       else:
-        model = self.face_model
-        out["mouth_vertices"] = model.vertices(coeffs["id"], coeffs["exp"])[
-            :, model.mouth_vertex_ids].astype(np.float32)
+        out["mouth_vertices"] = self._mouth_vertices(coeffs["id"], coeffs["exp"])
+    self._cache_put(clip.key, out)
+    return out
+
+  def _mouth_vertices(self, id_coeffs: np.ndarray, exp: np.ndarray) -> np.ndarray:
+    """Mouth vertices from coefficients, for clips stored without mouth_vertices."""
+    model = self.face_model
+    return model.vertices(id_coeffs, exp)[:, model.mouth_vertex_ids].astype(np.float32)
+
+  def _cache_put(self, key, arrays: dict[str, np.ndarray]) -> None:
     with self._lock:
       if len(self._cache) >= self._cache_size:
         self._cache.pop(next(iter(self._cache)))
-      self._cache[clip.key] = out
-    return out
+      self._cache[key] = arrays
 
   def window(self, clip: ClipEntry, start: int, length: int) -> dict[str, np.ndarray]:
     """Frames [start, start + length) of a clip; frames past its end repeat the last, masked."""

@@ -379,13 +379,8 @@ class TfdsSpeechStore(speech_pipelines.SpeechStore):
       if 'mouth_vertices' in data:
         out['mouth_vertices'] = data['mouth_vertices'].astype(np.float32)
       else:
-        model = self.face_model
-        out['mouth_vertices'] = model.vertices(data['id'], data['exp'])[
-            :, model.mouth_vertex_ids].astype(np.float32)
-    with self._lock:
-      if len(self._cache) >= self._cache_size:
-        self._cache.pop(next(iter(self._cache)))
-      self._cache[clip.key] = out
+        out['mouth_vertices'] = self._mouth_vertices(data['id'], data['exp'])
+    self._cache_put(clip.key, out)
     return out
 
   def __getstate__(self):
