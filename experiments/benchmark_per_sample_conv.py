@@ -11,9 +11,9 @@ makes keys and values. Which lowering XLA runs faster decides `per_sample_conv.D
 are timed forward and forward+backward (gradients for input and kernels, as in training).
 
 'vmap' is not a different program: JAX's batching rule for a conv whose input and kernel are both batched
-folds the batch into feature groups, i.e. emits the same grouped convolution. Two lowerings that are not
-(yet) in the library are timed beside them, because XLA:CPU runs grouped convs, and above all their kernel
-gradient (a base-dilated convolution), far below its matmul speed:
+folds the batch into feature groups, i.e. emits the same grouped convolution. 'im2col' (in the library,
+the CPU default) and 'taps' (not in the library) are timed beside them, because XLA:CPU runs grouped
+convs, and above all their kernel gradient (a base-dilated convolution), far below its matmul speed:
 - 'im2col': the 9 shifted views concatenated into (B, H*W, 9*Cin) patches, one batched matmul with the
   (B, 9*Cin, Cout) kernels (9x the input's memory for the patches);
 - 'taps': the sum over the 9 taps of a batched (H*W, Cin) x (Cin, Cout) matmul (no patch copy).
@@ -56,16 +56,6 @@ def _shifted_views(x: jax.Array, kh: int, kw: int, padding: int) -> list[jax.Arr
   return [xp[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)]
 
 
-def im2col_conv(x: jax.Array, kernels: jax.Array, padding: int) -> jax.Array:
-  """per_sample_conv as one batched matmul over (B, H'*W', kh*kw*Cin) patches."""
-  b, kh, kw, cin, cout = kernels.shape
-  views = _shifted_views(x, kh, kw, padding)
-  ho, wo = views[0].shape[1:3]
-  patches = jnp.concatenate(views, axis=-1).reshape(b, ho * wo, kh * kw * cin)
-  out = jnp.einsum("bpk,bko->bpo", patches, kernels.reshape(b, kh * kw * cin, cout))
-  return out.reshape(b, ho, wo, cout)
-
-
 def taps_conv(x: jax.Array, kernels: jax.Array, padding: int) -> jax.Array:
   """per_sample_conv as the sum over kernel taps of batched matmuls (no patch copy)."""
   kh, kw = kernels.shape[1:3]
@@ -73,7 +63,7 @@ def taps_conv(x: jax.Array, kernels: jax.Array, padding: int) -> jax.Array:
   return sum(jnp.einsum("bhwc,bco->bhwo", v, kernels[:, t // kw, t % kw]) for t, v in enumerate(views))
 
 
-CANDIDATES = {"im2col": im2col_conv, "taps": taps_conv}
+CANDIDATES = {"taps": taps_conv}  # Not in the library; the others are psc methods.
 
 
 def _inputs(c: int, s: int, b: int, out_mult: int, seed: int = 0):

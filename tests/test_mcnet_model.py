@@ -97,17 +97,3 @@ def test_grad_through_whole_model_and_batchnorm_train_mode(tiny_mcnet):
 
 def optax_global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def test_per_sample_conv_methods_agree():
-  from talkingmem.nn.per_sample_conv import per_sample_conv
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(3, 8, 8, 4)), jnp.float32)
-  k = jnp.asarray(rng.normal(size=(3, 3, 3, 4, 5)), jnp.float32)
-  a = per_sample_conv(x, k, 1, "grouped")
-  b = per_sample_conv(x, k, 1, "vmap")
-  ref = np.stack([jax.lax.conv_general_dilated(x[i:i + 1], k[i], (1, 1), ((1, 1), (1, 1)),
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
-                  for i in range(3)])
-  np.testing.assert_allclose(a, ref, atol=1e-5)
-  np.testing.assert_allclose(b, ref, atol=1e-5)

@@ -24,7 +24,7 @@ def model_config(image_size: int = 256) -> ml_collections.ConfigDict:
   m.memory = ml_collections.ConfigDict(dict(
       memory_channels=512, memory_size=32, style_dim=512, style_hidden=128, num_kernels=4,
       kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None))
-  m.conv_method = "grouped"  # per-sample convs: 'grouped' or 'vmap' (experiments/benchmark_per_sample_conv.py)
+  m.conv_method = "auto"  # per-sample convs: auto (im2col on CPU, grouped elsewhere), grouped, vmap, im2col
   return m
 
 

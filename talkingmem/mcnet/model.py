@@ -24,7 +24,7 @@ class MCNet(nn.Module):
                                   **c.kp_detector.to_dict())
     self.generator = Generator(num_kp=c.num_kp, dense_motion=c.dense_motion.to_dict(),
                                use_memory=c.use_memory, memory=c.memory.to_dict(),
-                               conv_method=c.get("conv_method", "grouped"), **c.generator.to_dict())
+                               conv_method=c.get("conv_method", "auto"), **c.generator.to_dict())
 
   def detect(self, image: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Keypoints of images (B, H, W, 3) in [0, 1]."""

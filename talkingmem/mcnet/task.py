@@ -30,7 +30,11 @@ def ensure_synthetic_data(data_config) -> None:
   if synth is None:
     return
   root = pathlib.Path(data_config.root)
-  if jax.process_index() == 0 and not (root / "dataset_info.json").exists():
+  info_path = root / "dataset_info.json"
+  if info_path.exists():
+    check_synthetic_info(json.loads(info_path.read_text()), synth.to_dict(),
+                         int(data_config.image_size), root)
+  if jax.process_index() == 0 and not info_path.exists():
     from data_pipelines.synthetic.generate import generate_dataset
     logging.info("Generating the synthetic talking-face dataset into %s (first run only)", root)
     info = generate_dataset(root, size=int(data_config.image_size), seed=int(data_config.seed),
@@ -39,6 +43,16 @@ def ensure_synthetic_data(data_config) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("synthetic data")
+
+
+def check_synthetic_info(info: dict, requested: dict, image_size: int, root: pathlib.Path) -> None:
+  """Refuses to train on a cached synthetic dataset made with other settings than the config asks."""
+  wanted = dict(requested, size=image_size)
+  differ = {k: (info.get(k), v) for k, v in wanted.items() if k in info and info[k] != v}
+  if differ:
+    detail = ", ".join(f"{k}: on disk {a!r}, config {b!r}" for k, (a, b) in sorted(differ.items()))
+    raise ValueError(f"{root} holds a synthetic dataset generated with other settings ({detail}). "
+                     "Delete that folder to regenerate it, or set --config.data.root to another folder.")
 
 
 def cast_floats(tree: Any, dtype) -> Any:
