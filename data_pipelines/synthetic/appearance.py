@@ -131,9 +131,38 @@ def _disc(img, centre_px, radius_px, value):
              value, -1, cv2.LINE_AA, shift=_SHIFT)
 
 
+# Where features are painted relative to the landmarks (unwrap angles, per landmark).
+# The built-in model's jaw contour, brows and nose bridge follow dlib's placement
+# (face_model._JAW_UV etc.), which is not the painted features' own outline:
+# dlib's contour runs inside the silhouette and its brow points mark the brow's
+# upper edge. These offsets (left-image side; mirrored for the right) paint the
+# beard line, brows and nostrils where they were before that change. Zero for
+# every other landmark.
+_JAW_PAINT_OFFSET = np.array([
+    [-0.3002, -0.1593], [-0.3246, -0.1527], [-0.2921, -0.1366], [-0.206, -0.1044],
+    [-0.1316, -0.069], [-0.1548, -0.0584], [-0.1356, -0.0678], [-0.1004, -0.1051], [0.0, -0.155]])
+_BROW_PAINT_OFFSET = np.array([
+    [0.0003, -0.0466], [0.0015, -0.0472], [-0.0124, -0.0411], [-0.0267, -0.0277], [-0.0341, -0.0139]])
+
+
+def _paint_offsets() -> np.ndarray:
+  offsets = np.zeros((68, 2))
+  offsets[0:9] = _JAW_PAINT_OFFSET
+  offsets[9:17] = _JAW_PAINT_OFFSET[7::-1] * [-1, 1]
+  offsets[17:22] = _BROW_PAINT_OFFSET
+  offsets[22:27] = _BROW_PAINT_OFFSET[::-1] * [-1, 1]
+  offsets[27, 1], offsets[30, 1] = -0.0068, -0.0195
+  return offsets
+
+
+def paint_anchors(model: face_model_lib.FaceModel) -> np.ndarray:
+  """(68, 2) unwrap angles the painted features are placed from (landmarks + offsets)."""
+  return vertex_uv(model)[model.landmark_vertex_ids] + _paint_offsets()
+
+
 def hair_mask(app: Appearance, model: face_model_lib.FaceModel, uv: np.ndarray) -> np.ndarray:
   """Hair coverage in [0, 1] at unwrap angles uv (..., 2)."""
-  lm = vertex_uv(model)[model.landmark_vertex_ids]
+  lm = paint_anchors(model)
   u_ear = np.abs(vertex_uv(model)[np.argmax(np.abs(model.mean[:, 0])), 0])
   brow_v = lm[17:27, 1].max()
   au = np.abs(uv[..., 0]) / u_ear
@@ -153,7 +182,7 @@ def skin_texture(app: Appearance, model: face_model_lib.FaceModel, width: int) -
   height = width // 2
   px_per_rad = width / (2 * np.pi)
   u, v = _texel_angles(width)
-  uv_lm = vertex_uv(model)[model.landmark_vertex_ids]
+  uv_lm = paint_anchors(model)
 
   # Base skin with blotches at two scales and fine grain.
   tone = np.ones((height, width), np.float32)
