@@ -7,9 +7,14 @@
   python -m talkingmem.main --mode=animate --workdir=W|--checkpoint=vox.pth.tar --source=img.png \
       --driving=video.mp4 --output=out.mp4 [--no_crop] [--norelative] [--adapt_scale] \
       [--best_frame=N | --find_best_frame] [--side_by_side]
+  python -m talkingmem.main --mode=speak --a2e_workdir=A --renderer_workdir=R --audio=x.wav \
+      --template=SPEAKER_DIR --output=out.mp4 [--memory=speaker_memory.npz] [--audio_features=f.npy]
+  python -m talkingmem.main --mode=export --workdir=W --export_dir=D [--export_formats=stablehlo,savedmodel] \
+      [--export_platforms=cpu,cuda,tpu] [--adapt_scale] [--norelative]
 
 Modes: train (train_and_evaluate), info (parameter counts, GFLOPs per frame and forward time), eval
-(talkingmem/evaluate.py), animate (talkingmem/animate.py).
+(talkingmem/evaluate.py), animate (talkingmem/animate.py), speak (MemFace audio-driven inference,
+talkingmem/speak.py), export (inference functions for serving, talkingmem/export.py).
 """
 from __future__ import annotations
 
@@ -25,14 +30,15 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, `path.py` or `path.py:variant`.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, summaries and outputs.")
-flags.DEFINE_enum("mode", "train", ["train", "info", "eval", "animate"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "info", "eval", "animate", "speak", "export"],
+                  "What to run.")
 flags.DEFINE_bool("time_forward", True, "info: also time one forward pass (compiles the model).")
 flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pods, multi-node GPU); "
                   "also done when JAX_COORDINATOR_ADDRESS is set.")
 # eval and animate: the model.
 flags.DEFINE_string("checkpoint", None, "eval/animate: an official MCNet .pth.tar instead of the workdir's "
                     "checkpoints.")
-flags.DEFINE_integer("step", None, "eval/animate: checkpoint step in --workdir (default: the latest).")
+flags.DEFINE_integer("step", None, "eval/animate/export: checkpoint step in --workdir (default: the latest).")
 # eval.
 flags.DEFINE_string("pairs", None, "eval: CSV of source_video,source_frame,driving_video,driving_frame "
                     "(default: the FOMM reconstruction protocol).")
@@ -50,12 +56,23 @@ flags.DEFINE_string("source", None, "animate: source image.")
 flags.DEFINE_string("driving", None, "animate: driving video (file, frames folder or gif).")
 flags.DEFINE_string("output", None, "animate: output .mp4 (with the driving audio), .gif or folder.")
 flags.DEFINE_bool("no_crop", False, "animate: whole (centre-squared) images instead of dlib face crops.")
-flags.DEFINE_bool("relative", True, "animate: relative motion (--norelative: absolute keypoints).")
-flags.DEFINE_bool("adapt_scale", False, "animate: scale motion by the keypoint hull areas.")
+flags.DEFINE_bool("relative", True, "animate/export: relative motion (--norelative: absolute keypoints).")
+flags.DEFINE_bool("adapt_scale", False, "animate/export: scale motion by the keypoint hull areas.")
 flags.DEFINE_integer("best_frame", None, "animate: driving frame the relative motion starts from.")
 flags.DEFINE_bool("find_best_frame", False, "animate: that frame chosen by landmarks closest to the source.")
 flags.DEFINE_bool("side_by_side", False, "animate: write source | driving | result.")
 flags.DEFINE_integer("batch_size", 16, "animate: frames per batch.")
+# speak (also uses --output).
+flags.DEFINE_string("a2e_workdir", None, "speak: stage-1 (audio-to-expression) training workdir.")
+flags.DEFINE_string("renderer_workdir", None, "speak: stage-2 (neural renderer) training workdir.")
+flags.DEFINE_string("audio", None, "speak: audio file (any rate / channels; resampled to 16 kHz).")
+flags.DEFINE_string("audio_features", None, "speak: precomputed audio features for stage-1 models "
+                    "trained on deepspeech / hubert / wav2vec / windows features.")
+flags.DEFINE_string("template", None, "speak: the speaker's prepared folder (prepare_speaker output "
+                    "or a synthetic clip folder with coeffs.npz and video.mp4 or frames/).")
+flags.DEFINE_string("memory", None, "speak: the speaker's explicit memory .npz (default: built from "
+                    "the template's frames).")
+flags.DEFINE_string("face_model", None, "speak: 3DMM .npz (default: face_model.npz beside the template).")
 
 
 def run_eval() -> None:
@@ -93,6 +110,39 @@ def run_animate() -> None:
   print(json.dumps(summary, indent=1))
 
 
+flags.DEFINE_string("export_dir", None, "export: output folder (manifest.json and the artefacts).")
+flags.DEFINE_list("export_formats", ["stablehlo", "savedmodel"], "export: stablehlo and/or savedmodel.")
+flags.DEFINE_list("export_platforms", None, "export: lower for these platforms (cpu, cuda, rocm, tpu; "
+                  "default: this machine's).")
+
+
+def run_export() -> None:
+  from talkingmem import export  # imported late: Orbax, TensorFlow
+  if not FLAGS.workdir or not FLAGS.export_dir:
+    raise app.UsageError("--mode=export needs --workdir and --export_dir")
+  try:
+    manifest = export.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.export_formats, FLAGS.step,
+                                     FLAGS.export_platforms,
+                                     options={"relative": FLAGS.relative, "adapt_scale": FLAGS.adapt_scale})
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps({k: manifest[k] for k in ("task", "source", "options", "artefacts")}, indent=1))
+
+
+def run_speak() -> None:
+  from talkingmem import speak  # imported late: Orbax, the renderer
+  for name in ("a2e_workdir", "renderer_workdir", "audio", "template", "output"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--mode=speak needs --{name}")
+  try:
+    summary = speak.speak(FLAGS.a2e_workdir, FLAGS.renderer_workdir, FLAGS.audio, FLAGS.template,
+                          FLAGS.output, memory_path=FLAGS.memory, features_path=FLAGS.audio_features,
+                          face_model=FLAGS.face_model)
+  except (ValueError, FileNotFoundError) as e:  # SpeakInputError, memory / checkpoint mismatches
+    sys.exit(f"error: {e}")
+  print(json.dumps(summary, indent=1))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -100,6 +150,10 @@ def main(argv: list[str]) -> None:
     return run_eval()
   if FLAGS.mode == "animate":
     return run_animate()
+  if FLAGS.mode == "speak":
+    return run_speak()
+  if FLAGS.mode == "export":
+    return run_export()
   config = FLAGS.config
   if config is None:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --config")

@@ -18,9 +18,17 @@ def kp_to_gaussian(kp: jax.Array, height: int, width: int, variance: float) -> j
 
 
 def inverse(matrices: jax.Array) -> jax.Array:
-  """Batched matrix inverse computed in float32 (LAPACK has no bfloat16 kernel), in the input dtype."""
-  return jnp.linalg.inv(matrices.astype(jnp.promote_types(matrices.dtype, jnp.float32))).astype(
-      matrices.dtype)
+  """Inverse of (..., 2, 2) Jacobians in closed form, computed in float32 or wider, in the input dtype.
+
+  Closed form rather than jnp.linalg.inv: LU lowers to LAPACK/cuSOLVER custom calls, which have no
+  bfloat16 kernel and which exported programs (TF SavedModel, other StableHLO runtimes) cannot run.
+  """
+  if matrices.shape[-2:] != (2, 2):
+    raise ValueError(f"expected (..., 2, 2) matrices, got {matrices.shape}")
+  m = matrices.astype(jnp.promote_types(matrices.dtype, jnp.float32))
+  a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
+  inv = jnp.stack([jnp.stack([d, -b], -1), jnp.stack([-c, a], -1)], -2) / (a * d - b * c)[..., None, None]
+  return inv.astype(matrices.dtype)
 
 
 def sparse_motions(kp_source: dict, kp_driving: dict, height: int, width: int) -> jax.Array:
