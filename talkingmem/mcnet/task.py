@@ -15,6 +15,7 @@ from data_pipelines import pipelines
 from talkingmem.mcnet import losses
 from talkingmem.mcnet.model import MCNet
 from talkingmem.metrics import image as image_metrics
+from talkingmem.nn.warp import resize_bilinear_align_corners
 from talkingmem.task import Task
 
 MODULES = ("kp_detector", "generator")
@@ -222,12 +223,20 @@ class MCNetTask(Task):
     params, state = self._model_variables(variables)
     _, _, gen, _, _ = self._forward(params, state, batch["source"], batch["driving"], train=False)
     pred, drv = gen["prediction"], batch["driving"]
-    return {"l1": image_metrics.l1(pred, drv, reduce=False),
-            "psnr": image_metrics.psnr(pred, drv, reduce=False),
-            "ssim": image_metrics.ssim(pred, drv, reduce=False),
-            "l1_deformed_source": image_metrics.l1(gen["deformed"], drv, reduce=False),
-            "l1_source": image_metrics.l1(batch["source"], drv, reduce=False),
-            "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
+    metrics = {"l1": image_metrics.l1(pred, drv, reduce=False),
+               "psnr": image_metrics.psnr(pred, drv, reduce=False),
+               "ssim": image_metrics.ssim(pred, drv, reduce=False),
+               "l1_deformed_source": image_metrics.l1(gen["deformed"], drv, reduce=False),
+               "l1_source": image_metrics.l1(batch["source"], drv, reduce=False),
+               "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
+    if "occlusion_map" in gen:
+      # Where the occlusion map is ~1 the final blend passes the deformed source through, so the
+      # generator's own contribution shows in the L1 weighted by (1 - occlusion): the inpainted parts.
+      weight = 1 - resize_bilinear_align_corners(gen["occlusion_map"], *pred.shape[1:3])
+      for name, image in (("l1_occluded", pred), ("l1_deformed_source_occluded", gen["deformed"])):
+        err = jnp.mean(jnp.abs(image - drv), -1, keepdims=True)
+        metrics[name] = jnp.sum(weight * err, (1, 2, 3)) / jnp.maximum(jnp.sum(weight, (1, 2, 3)), 1e-6)
+    return metrics
 
   def summaries(self, variables, batch):
     params, state = self._model_variables(variables)
