@@ -10,7 +10,7 @@ import math
 import pathlib
 import signal
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import flax
@@ -43,6 +43,38 @@ def create_train_state(task: Task, tx: optax.GradientTransformation, rng: jax.Ar
   params, model_state = _split_variables(task.init_variables(rng, batch))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     model_state=model_state, skipped_steps=jnp.zeros((), jnp.int32))
+
+
+def warm_start(state: TrainState, source: str, state_sharding: Any, fresh: Sequence[str] = ()
+               ) -> TrainState:
+  """`state` with params and model state from the latest checkpoint of workdir `source`.
+
+  The optimizer state stays the fresh one (zeros for Adam, whatever the parameters), and so do the
+  model-state collections named in `fresh` (data-derived state to rebuild, e.g. a new speaker's
+  memory). Every other variable must exist in `source` with the same shape (ValueError naming those
+  that do not).
+  """
+  from flax.traverse_util import flatten_dict  # pylint: disable=g-import-not-at-top
+  variables, _, step = checkpointing.load_variables(source)
+  params, model_state = _split_variables(variables)
+  keep = {k: v for k, v in state.model_state.items() if k in fresh}
+  loaded = {"params": params, "model_state": {k: v for k, v in model_state.items() if k not in fresh}}
+  ours = {"params": state.params, "model_state": {k: v for k, v in state.model_state.items()
+                                                   if k not in fresh}}
+  flat = flatten_dict(loaded)
+  key = lambda path: tuple(getattr(p, "key", str(p)) for p in path)  # noqa: E731
+  have = {k: np.shape(v) for k, v in flat.items()}
+  want = {key(path): tuple(v.shape) for path, v in jax.tree_util.tree_leaves_with_path(ours)}
+  problems = sorted("/".join(k) + (f" {have[k]} vs {want[k]}" if k in have else " missing")
+                    for k in want if have.get(k) != want[k])
+  if problems:
+    raise ValueError(f"train.init_from={source} (step {step}) does not fit this model: "
+                     + ", ".join(problems[:8]) + (" ..." if len(problems) > 8 else ""))
+  loaded = jax.tree_util.tree_map_with_path(lambda path, old: jnp.asarray(flat[key(path)], old.dtype),
+                                            ours)  # Our tree structure, their values.
+  loaded = jax.device_put(loaded, {"params": state_sharding.params, "model_state": {
+      k: v for k, v in state_sharding.model_state.items() if k not in fresh}})
+  return state.replace(params=loaded["params"], model_state={**loaded["model_state"], **keep})
 
 
 def _global_norm_per_module(grads: Any) -> dict[str, jax.Array]:
@@ -152,7 +184,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if restored is None:
     state = jax.jit(lambda r, b: create_train_state(task, tx, r, b), out_shardings=state_sharding)(
         init_rng, first_batch)
-    logging.info("Initialised a new model in %s", workdir)
+    if tc.get("init_from"):  # Fine-tuning: pre-trained variables, fresh optimizer state and step 0.
+      state = warm_start(state, tc.init_from, state_sharding, tuple(tc.get("init_fresh", ())))
+      logging.info("Initialised %s from the variables of %s", workdir, tc.init_from)
+    else:
+      logging.info("Initialised a new model in %s", workdir)
   else:
     step, state = restored
     logging.info("Resumed from step %d in %s", step, workdir)
