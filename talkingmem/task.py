@@ -20,7 +20,7 @@ Variables = dict[str, Any]  # {'params': ..., other collections (e.g. 'batch_sta
 TASKS = {
     "mcnet": "talkingmem.mcnet.task:MCNetTask",
     "memface_a2e": "talkingmem.memface.tasks:AudioToExpressionTask",
-    "memface_renderer": "talkingmem.memface.tasks:RendererTask",
+    "memface_renderer": "talkingmem.memface.renderer_task:RendererTask",
 }
 
 

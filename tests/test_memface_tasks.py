@@ -127,7 +127,7 @@ def test_explicit_memory_and_no_memory_ablations(toy_root):
     assert loss.shape == () and "loss/reg" in metrics
 
 
-def test_config_variants_and_renderer_placeholder():
+def test_config_variants_and_renderer_task():
   paper = get_config(None)
   assert paper.model.memory == "implicit"
   assert (paper.model.memory_slots, paper.model.memory_dim) == (1000, 64)
@@ -139,10 +139,8 @@ def test_config_variants_and_renderer_placeholder():
   assert demo.train.num_steps == ablated.train.num_steps
   with pytest.raises(ValueError, match="unknown variant"):
     get_config("huge")
-  config = get_config("tiny")
-  config.task = "memface_renderer"
-  with pytest.raises(NotImplementedError, match=r"MemFace stage 2 \(issue 7\)"):
-    get_task(config)
+  from talkingmem.task import TASKS
+  assert TASKS["memface_renderer"] == "talkingmem.memface.renderer_task:RendererTask"
 
 
 def test_alternate_updates_freezes_optimizer_state_too():

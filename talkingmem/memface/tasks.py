@@ -310,33 +310,3 @@ def _masked_entropy(weights: jax.Array, mask: jax.Array) -> jax.Array:
   entropy = -jnp.sum(weights * jnp.log(jnp.maximum(weights, 1e-12)), -1)
   m = mask.astype(entropy.dtype)
   return jnp.sum(entropy * m) / jnp.maximum(m.sum(), 1.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Stage 2 (placeholder).
-
-
-class RendererTask(Task):
-  """PLACEHOLDER: MemFace stage 2 (neural renderer with the explicit memory) is issue 7."""
-
-  def __init__(self, config):
-    super().__init__(config)
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def train_data(self, process_index, process_count):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def eval_batches(self, process_index, process_count):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def init_variables(self, rng, batch):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def optimizer(self, total_steps):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def loss(self, params, model_state, batch, rng, step):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
-
-  def eval_metrics(self, variables, batch):
-    raise NotImplementedError("MemFace stage 2 (issue 7)")
