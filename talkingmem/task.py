@@ -10,7 +10,9 @@ import importlib
 from typing import Any, Iterable, Iterator, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 Batch = Mapping[str, Any]
@@ -29,6 +31,26 @@ class Task(abc.ABC):
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    self._jitted: dict[str, Any] = {}
+
+  def jitted(self, name: str, fn):
+    """One compiled function per name for the task's lifetime (host-side calls, not the step)."""
+    if name not in self._jitted:
+      self._jitted[name] = jax.jit(fn)
+    return self._jitted[name]
+
+  def mean_eval_metrics(self, variables: Variables, batches: Iterable[Batch]) -> dict[str, float]:
+    """Means of `eval_metrics` over the valid examples of `batches` (numeric entries only)."""
+    metric_fn = self.jitted("eval_metrics", self.eval_metrics)
+    sums, count = {}, 0.0
+    for batch in batches:
+      numeric = {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+      out = jax.device_get(metric_fn(variables, numeric))
+      valid = np.asarray(out.pop("valid"), np.float64)
+      count += valid.sum()
+      for k, v in out.items():
+        sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
+    return {k: v / max(count, 1.0) for k, v in sums.items()} | {"num_frames": int(count)}
 
   # -- data (host side, numpy) --------------------------------------------------------------
   @abc.abstractmethod

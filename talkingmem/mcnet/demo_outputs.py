@@ -5,8 +5,6 @@ import json
 import pathlib
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import pipelines, video_io
@@ -15,15 +13,7 @@ from talkingmem.animate import animate_frames  # the batched, jitted animation l
 
 def held_out_evaluation(task, variables) -> dict[str, Any]:
   """Means over the FOMM-protocol test frames: L1/PSNR/SSIM of the prediction and two baselines."""
-  metric_fn = jax.jit(task.eval_metrics)
-  sums, count = {}, 0.0
-  for batch in task.eval_batches(0, 1):
-    out = jax.device_get(metric_fn(variables, {k: jnp.asarray(v) for k, v in batch.items()}))
-    valid = np.asarray(out.pop("valid"), np.float64)
-    count += valid.sum()
-    for k, v in out.items():
-      sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
-  return {k: v / max(count, 1) for k, v in sums.items()} | {"num_frames": int(count)}
+  return task.mean_eval_metrics(variables, task.eval_batches(0, 1))
 
 
 def write_animation(task, variables, path: pathlib.Path, max_frames: int | None = None

@@ -15,6 +15,7 @@ from data_pipelines import pipelines
 from talkingmem.mcnet import losses
 from talkingmem.mcnet.model import MCNet
 from talkingmem.metrics import image as image_metrics
+from talkingmem.nn import vgg
 from talkingmem.nn.warp import resize_bilinear_align_corners
 from talkingmem.task import Task
 
@@ -71,17 +72,7 @@ class MCNetTask(Task):
       from talkingmem.nn.discriminator import MultiScaleDiscriminator
       self.discriminator = MultiScaleDiscriminator(**config.discriminator.to_dict())
     self.compute_dtype = jnp.dtype(config.train.get("compute_dtype", "float32"))
-    self.vgg_params = None
-    weights = config.loss.get("vgg19_weights")
-    if weights:
-      from talkingmem.nn.vgg import load_vgg19_params
-      self.vgg_params = load_vgg19_params(weights)
-    elif config.loss.perceptual > 0:
-      logging.warning(
-          "No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is replaced by the "
-          "documented pixel-space pyramid loss (L1 + 1-SSIM at scales %s). Supply torchvision's "
-          "vgg19-dcbb9e9d.pth (or its .npz from talkingmem.tools.convert_vgg19) for the paper's loss.",
-          tuple(config.loss.scales))
+    self.vgg_params = vgg.perceptual_loss_params(config.loss)
 
   # -- data ------------------------------------------------------------------------------------
   def train_data(self, process_index: int, process_count: int):

@@ -32,6 +32,7 @@ from talkingmem.memface import explicit_memory as memory_lib
 from talkingmem.memface.renderer import NeuralRenderer, PatchDiscriminator
 from talkingmem.memface.tasks import ensure_synthetic_speech
 from talkingmem.metrics import image as image_metrics
+from talkingmem.nn import vgg
 from talkingmem.task import Task
 
 MEMORY = "explicit_memory"  # Variable collection of the stacked per-speaker memories.
@@ -64,18 +65,7 @@ class RendererTask(Task):
       self.discriminator = PatchDiscriminator(**config.discriminator.to_dict())
     self._store = None
     self._memories: dict[str, dict[str, np.ndarray]] | None = None
-    self._jitted = {}
-    self.vgg_params = None
-    weights = config.loss.get("vgg19_weights")
-    if weights:
-      from talkingmem.nn.vgg import load_vgg19_params
-      self.vgg_params = load_vgg19_params(weights)
-    elif config.loss.perceptual > 0:
-      logging.warning(
-          "No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is replaced by the "
-          "documented pixel-space pyramid loss (L1 + 1-SSIM at scales %s). Supply torchvision's "
-          "vgg19-dcbb9e9d.pth (or its .npz from talkingmem.tools.convert_vgg19) for the paper's loss.",
-          tuple(config.loss.scales))
+    self.vgg_params = vgg.perceptual_loss_params(config.loss)
 
   # -- data ------------------------------------------------------------------------------------
   @property
@@ -255,13 +245,8 @@ class RendererTask(Task):
             "l1_masked_input": image_metrics.l1(batch["masked"], target, reduce=False),
             "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
 
-  def _jit(self, name: str, fn):
-    if name not in self._jitted:
-      self._jitted[name] = jax.jit(fn)
-    return self._jitted[name]
-
   def summaries(self, variables, batch):
-    return self._jit("summaries", self._summaries)(variables, batch)
+    return self.jitted("summaries", self._summaries)(variables, batch)
 
   def _summaries(self, variables, batch):
     n = min(4, batch["target"].shape[0])
@@ -273,15 +258,7 @@ class RendererTask(Task):
 
   def evaluate_split(self, variables, split: str) -> dict[str, float]:
     """Means over a split's frames (every eval_stride-th), on this host."""
-    metric_fn = self._jit("eval_metrics", self.eval_metrics)
-    sums, count = {}, 0.0
-    for batch in self.eval_batches(0, 1, split):
-      out = jax.device_get(metric_fn(variables, _numeric(batch)))
-      valid = np.asarray(out.pop("valid"), np.float64)
-      count += valid.sum()
-      for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
-    return {k: v / max(count, 1.0) for k, v in sums.items()} | {"num_frames": int(count)}
+    return self.mean_eval_metrics(variables, self.eval_batches(0, 1, split))
 
   def write_video(self, variables, path: pathlib.Path, max_frames: int | None = None
                   ) -> dict[str, Any] | None:
@@ -292,7 +269,7 @@ class RendererTask(Task):
       return None
     clip = clips[0]
     frames = list(range(clip.start, clip.end))[:max_frames]
-    render = self._jit("render", lambda v, b: self.render(
+    render = self.jitted("render", lambda v, b: self.render(
         v["params"]["renderer"], {k: x for k, x in v.items() if k != "params"}, b))
     rows = []
     batch_size = int(self.config.data.get("eval_batch_size") or self.config.data.batch_size)

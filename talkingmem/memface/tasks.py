@@ -90,7 +90,6 @@ class AudioToExpressionTask(Task):
     self._model = None
     self._mouth = None
     self._explicit = None
-    self._jitted = {}
 
   # -- data ------------------------------------------------------------------------------------
   @property
@@ -217,15 +216,9 @@ class AudioToExpressionTask(Task):
     out["valid"] = batch.get("valid", jnp.ones(frames.shape, bool))
     return out
 
-  def _jit(self, name: str, fn):
-    """One compiled function per name for the task's lifetime (host-side calls, not the step)."""
-    if name not in self._jitted:
-      self._jitted[name] = jax.jit(fn)
-    return self._jitted[name]
-
   def summaries(self, variables, batch):
     """Coefficient tracks of up to 4 windows: ground truth | prediction | |error| (rows: coeffs)."""
-    return self._jit("summaries", self._summaries)(variables, batch)
+    return self.jitted("summaries", self._summaries)(variables, batch)
 
   def _summaries(self, variables, batch):
     n = min(4, batch["audio"].shape[0])
@@ -240,7 +233,7 @@ class AudioToExpressionTask(Task):
 
   def evaluate_split(self, variables, split: str, batches: int | None = None) -> dict[str, float]:
     """Frame-weighted errors over a whole split (this process's share)."""
-    errors = self._jit("errors", self._errors)
+    errors = self.jitted("errors", self._errors)
     sums: dict[str, float] = {}
     for i, batch in enumerate(self.eval_batches(jax.process_index(), jax.process_count(), split)):
       if batches is not None and i >= batches:

@@ -13,6 +13,7 @@ import os
 import pathlib
 from typing import Any, Mapping
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -129,6 +130,23 @@ def load_vgg19_params(path: str | os.PathLike[str]) -> dict[str, dict[str, np.nd
       return convert_vgg19(flat)
     return _from_flat_params(flat)
   return convert_vgg19(torch_io.state_dict_from_checkpoint(torch_io.load_torch_file(path)))
+
+
+def perceptual_loss_params(loss_config: Any) -> dict[str, dict[str, np.ndarray]] | None:
+  """VGG19 weights for a task's perceptual loss, or None (then the task uses the pixel-pyramid loss).
+
+  Says so plainly at start when no weights file is configured: never silently random VGG features.
+  """
+  weights = loss_config.get("vgg19_weights")
+  if weights:
+    return load_vgg19_params(weights)
+  if loss_config.get("perceptual", 0) > 0:
+    logging.warning(
+        "No VGG19 weights (config.loss.vgg19_weights): the perceptual loss is replaced by the "
+        "documented pixel-space pyramid loss (L1 + 1-SSIM at scales %s). Supply torchvision's "
+        "vgg19-dcbb9e9d.pth (or its .npz from talkingmem.tools.convert_vgg19) for the paper's loss.",
+        tuple(loss_config.scales))
+  return None
 
 
 def flatten_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
