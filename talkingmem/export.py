@@ -204,6 +204,49 @@ def memface_a2e(source: Source) -> Artefact:
 
 
 # ---------------------------------------------------------------------------------------------------
+# MemFace neural renderer (the speak step: one frame per batch element).
+
+
+@artefact("memface_renderer")
+def memface_render_frame(source: Source) -> Artefact:
+  """Renderer with ONE speaker's explicit memory among its parameters (the first training speaker's):
+  serving another speaker = swapping the `memory` arrays of the params file for that speaker's .npz
+  (talkingmem.memface.explicit_memory.save_explicit_memory writes the same arrays)."""
+  from talkingmem.memface import explicit_memory, renderer  # pylint: disable=g-import-not-at-top
+  c = source.config.model
+  variables = source.variables
+  params = variables["params"]
+  kind = str(c.get("memory", "explicit"))
+  state = {k: v for k, v in variables.items() if k != "params"}
+  weights = {"params": params.get("renderer", params)}  # The task keeps a discriminator beside it.
+  memory = None
+  if kind == "explicit":
+    stacked = state["explicit_memory"]
+    memory = {k: np.asarray(stacked[k])[0] for k in explicit_memory.ARRAYS if k != "frame_ids"}
+  elif kind == "implicit":
+    memory = {k: np.asarray(v) for k, v in state["memory_stats"].items()}
+  model = renderer.NeuralRenderer(c)
+  size = int(c.image_size)
+  image = ((BATCH, size, size, 3), "float32")
+  inputs = {"rendered": image, "masked": image}
+  if memory is not None:  # The query width: memory keys, or the implicit variant's query statistics.
+    inputs["query"] = ((BATCH, int(np.shape(memory["keys" if kind == "explicit" else "key_mean"])[-1])),
+                       "float32")
+
+  def render_frame(params, inputs):
+    query = inputs.get("query", jnp.zeros(inputs["rendered"].shape[:1] + (1,), jnp.float32))
+    image = model.apply(params["variables"], inputs["rendered"], inputs["masked"], query,
+                        params.get("memory"))
+    return {"prediction": image}
+
+  params = {"variables": weights} if memory is None else {"variables": weights, "memory": memory}
+  return Artefact("render_frame", render_frame, params, inputs,
+                  "MemFace renderer: shaded face render + masked template frame (both in [0, 1]) and "
+                  "the frame's mouth vertices (model space, flattened) -> frame in [0, 1]; memory "
+                  f"{kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # Writing.
 
 

@@ -197,3 +197,38 @@ def test_unknown_task_and_format_are_refused(mcnet, tmp_path):
   other.task = "nothing"
   with pytest.raises(ValueError, match="no export for task 'nothing'"):
     export.export(export.Source(other, variables, "x"), tmp_path, ["stablehlo"])
+
+
+@pytest.mark.parametrize("kind", ["explicit", "none"])
+def test_memface_renderer_frame_export(kind, tmp_path):
+  """The speak step served from StableHLO equals the renderer applied with the first speaker's memory."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import memface_renderer as renderer_configs  # pylint: disable=g-import-not-at-top
+  from talkingmem.memface import renderer  # pylint: disable=g-import-not-at-top
+  config = renderer_configs.get_config("tiny")
+  c = config.model
+  c.memory = kind
+  size, n, p, key_dim = int(c.image_size), int(c.memory_size), int(c.patch_size), 12
+  rng = np.random.default_rng(0)
+  memories = {"keys": rng.normal(size=(2, n, key_dim)), "values": rng.uniform(size=(2, n, p, p, 3)),
+              "frame_ids": np.tile(np.arange(n), (2, 1)), "valid": np.ones((2, n), bool),
+              "key_mean": np.zeros((2, key_dim)), "key_scale": np.ones((2,))}
+  memories = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in memories.items()}
+  one = {k: jnp.asarray(v[0]) for k, v in memories.items()}
+  model = renderer.NeuralRenderer(c)
+  frames = rng.uniform(size=(3, size, size, 3)).astype(np.float32)
+  query = rng.normal(size=(3, key_dim)).astype(np.float32)
+  params = model.init(jax.random.PRNGKey(0), frames[:1], frames[:1], query[:1],
+                      one if kind == "explicit" else None)["params"]
+  variables = {"params": {"renderer": params}}
+  if kind == "explicit":
+    variables["explicit_memory"] = memories
+  manifest = export.export(export.Source(ml_collections.ConfigDict(config.to_dict()), variables, "tiny"),
+                           tmp_path, ["stablehlo"])
+  assert list(manifest["artefacts"]) == ["render_frame"]
+  served = exported.load_exported(tmp_path)["render_frame"]
+  inputs = {"rendered": frames, "masked": frames[::-1]} | ({"query": query} if kind == "explicit" else {})
+  want = model.apply({"params": params}, frames, frames[::-1], query, one if kind == "explicit" else None)
+  np.testing.assert_allclose(served(**inputs)["prediction"], want, atol=1e-5)
+  np.testing.assert_allclose(served(**{k: v[:1] for k, v in inputs.items()})["prediction"], want[:1],
+                             atol=1e-5)
