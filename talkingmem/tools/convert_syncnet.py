@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import pathlib
 
-from absl import app, flags
 import numpy as np
 
 from talkingmem import torch_io
+from talkingmem.tools import converter_cli
 
-_INPUT = flags.DEFINE_string("input", None, "syncnet_v2.model (torch state dict)")
-_OUTPUT = flags.DEFINE_string("output", None, "where to write the converted .npz")
 
 _PREFIXES = ("module.", "__S__.")
 _BN_NAMES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
@@ -83,12 +81,9 @@ def convert(input_path: str | os.PathLike, output_path: str | os.PathLike) -> in
   return int(sum(v.size for k, v in flat.items() if k[0] == "params"))
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  count = convert(_INPUT.value, _OUTPUT.value)
-  print(f"wrote {_OUTPUT.value}: {count / 1e6:.2f}M SyncNet parameters")
+def main(argv: list[str] | None = None) -> None:
+  converter_cli.run(convert, __doc__, "syncnet_v2.model (torch state dict)", "SyncNet", argv)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["input", "output"])
-  app.run(main)
+  main()

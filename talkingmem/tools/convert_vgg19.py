@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import pathlib
 
-from absl import app, flags
 import numpy as np
 
 from talkingmem.nn import vgg
+from talkingmem.tools import converter_cli
 
-_INPUT = flags.DEFINE_string("input", None, f"torchvision {vgg.WEIGHTS_FILE} (or an .npz)")
-_OUTPUT = flags.DEFINE_string("output", None, "where to write the converted .npz")
 
 
 def convert(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str]) -> int:
@@ -29,12 +27,9 @@ def convert(input_path: str | os.PathLike[str], output_path: str | os.PathLike[s
   return sum(v.size for v in flat.values())
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  count = convert(_INPUT.value, _OUTPUT.value)
-  print(f"wrote {_OUTPUT.value}: {count / 1e6:.2f}M VGG19 parameters")
+def main(argv: list[str] | None = None) -> None:
+  converter_cli.run(convert, __doc__, f"torchvision {vgg.WEIGHTS_FILE} (or an .npz)", "VGG19", argv)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["input", "output"])
-  app.run(main)
+  main()

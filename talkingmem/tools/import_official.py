@@ -17,11 +17,11 @@ naming every key that does not map; `--detector_only` then imports only the keyp
 from __future__ import annotations
 
 import importlib.util
+import argparse
 import json
 import pathlib
 import sys
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,14 +30,6 @@ import numpy as np
 from talkingmem import checkpointing
 from talkingmem.mcnet import official
 from talkingmem.mcnet.model import MCNet
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Official .pth.tar (or .npz of kp_detector/… and generator/… keys, "
-                    "or the keypoint detector's .npz when --generator_checkpoint is given).")
-flags.DEFINE_string("generator_checkpoint", None, "The generator's .npz, when the two are separate files.")
-flags.DEFINE_string("out", None, "Output workdir (created; must not hold checkpoints already).")
-flags.DEFINE_integer("image_size", None, "Image size, for checkpoints without memory layers to read it from.")
-flags.DEFINE_bool("detector_only", False, "Import only the keypoint detector (FOMM-style checkpoints).")
 
 DETECTOR = "kp_detector"
 
@@ -122,19 +114,31 @@ def import_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
           "num_params": int(sum(np.size(x) for x in jax.tree.leaves(variables["params"])))}
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.checkpoint or not FLAGS.out:
-    raise app.UsageError("--checkpoint and --out are required")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  # argparse, not absl flags: tests import this module beside others that define --checkpoint / --out.
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--checkpoint", required=True,
+                      help="Official .pth.tar (or .npz of kp_detector/... and generator/... keys, or the "
+                           "keypoint detector's .npz when --generator_checkpoint is given).")
+  parser.add_argument("--generator_checkpoint", help="The generator's .npz, when the two are separate files.")
+  parser.add_argument("--out", required=True, help="Output workdir (created; must not hold checkpoints).")
+  parser.add_argument("--image_size", type=int,
+                      help="Image size, for checkpoints without memory layers to read it from.")
+  parser.add_argument("--detector_only", action="store_true",
+                      help="Import only the keypoint detector (FOMM-style checkpoints).")
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = parse_args(argv)
   from talkingmem.torch_io import TorchFileError  # pylint: disable=g-import-not-at-top
   try:
-    summary = import_checkpoint(FLAGS.checkpoint, FLAGS.out, FLAGS.generator_checkpoint, FLAGS.image_size,
-                                FLAGS.detector_only)
+    summary = import_checkpoint(args.checkpoint, args.out, args.generator_checkpoint, args.image_size,
+                                args.detector_only)
   except (official.StateDictMismatch, TorchFileError, FileNotFoundError, FileExistsError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
