@@ -32,6 +32,7 @@ def workdir(tmp_path_factory) -> pathlib.Path:
                    seed=0, test_fraction=0.5, video_format="mp4", workers=1)
   config = mcnet_configs.get_config("tiny")
   config.data.root = str(root / "data")
+  config.data.synthetic = None  # The data above is given, not generated with the config's settings.
   config.data.eval_batch_size = config.data.eval_chunk_size  # pairs reuse the reconstruction step
   variables = animate.random_variables(config.model)
   workdir = root / "workdir"
