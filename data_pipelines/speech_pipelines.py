@@ -199,6 +199,14 @@ class SpeechStore:
       array = array[0]
     return array
 
+  def feature_standardisation(self) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) the features are standardised with (zeros / ones when normalisation is off);
+    inference needs them without the training data (talkingmem/speak.py caches them)."""
+    if self._stats is not None:
+      return self._stats
+    dim = self.feature_dim()[1]
+    return np.zeros(dim, np.float32), np.ones(dim, np.float32)
+
   def _feature_stats(self, clips: Sequence[ClipEntry]) -> tuple[np.ndarray, np.ndarray]:
     keys = sorted({c.key: c for c in clips}.items())
     picks = [c for _, c in keys][::max(1, len(keys) // 64)][:64]

@@ -34,6 +34,7 @@ so the head motion never jumps; a warning says so. The output has exactly ceil(2
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import tempfile
 from typing import Any
@@ -209,14 +210,12 @@ def _stage1_stats(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> d
         f"stage 1 standardises its audio features with statistics of its training data "
         f"({config.data.root}), which cannot be opened ({e}); copy {STATS_FILE} from a machine "
         f"that has the data into {workdir}") from e
-  if store._stats is None:  # pylint: disable=protected-access
-    mean = np.zeros(store.feature_dim()[1], np.float32)
-    std = np.ones_like(mean)
-  else:
-    mean, std = store._stats  # pylint: disable=protected-access
+  mean, std = store.feature_standardisation()
   stats = {"mean": mean, "std": std, "exp_index": np.asarray(store.exp_index, np.int64)}
-  if jax.process_index() == 0:
-    np.savez(path, **stats)
+  if jax.process_index() == 0:  # Written atomically: a half-written cache would be read next time.
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **stats)
+    os.replace(tmp, path)
   return stats
 
 
