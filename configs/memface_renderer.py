@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       seed=0, split_seed=0, test_fraction=0.1, test_speakers=0, eval_stride=1, read_threads=2,
       num_epochs=None, train_split="train", eval_split="test", synthetic=None, synthetic_seed=0))
   c.explicit_memory = ml_collections.ConfigDict(dict(paths=None))
+  # LPIPS in the held-out evaluation when its weight files are supplied (talkingmem/metrics/lpips.py):
+  # torchvision alexnet-owt-7be5be79.pth (or vgg16) and optionally the lpips v0.1 heads.
+  c.eval = ml_collections.ConfigDict(dict(lpips_net="alex", lpips_backbone="", lpips_heads=""))
   c.loss = ml_collections.ConfigDict(dict(
       l1=10.0, perceptual=1.0, scales=(1.0, 0.5, 0.25, 0.125), vgg19_weights="", gan=1.0))
   c.discriminator = ml_collections.ConfigDict(dict(block_expansion=64, max_features=512,

@@ -162,3 +162,22 @@ def test_training_run_on_rendered_frames_writes_the_outputs(tmp_path):
   assert {"l1", "psnr", "ssim", "l1_mouth"} <= set(summary["test"])
   assert (tmp_path / "work" / "renderer.mp4").stat().st_size > 0
   assert (tmp_path / "work" / "explicit_memory" / "spk0.npz").exists()
+
+
+def test_lpips_is_evaluated_when_weights_are_given(tmp_path):
+  """config.eval.lpips_backbone adds per-example LPIPS equal to the standalone metric's."""
+  from talkingmem.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from test_metrics_lpips import _torchvision_state_dict  # Random weights in torchvision layout.
+  np.savez(tmp_path / "alex.npz", **_torchvision_state_dict("alex"))
+  config = configs.get_config("tiny")
+  config.model.memory = "none"  # No memory: no data store needed for init.
+  assert get_task(config).lpips_variables is None  # Off by default.
+  config.eval.lpips_backbone = str(tmp_path / "alex.npz")
+  task = get_task(config)
+  batch = jax.tree.map(jnp.asarray, _batch(np.random.default_rng(0), 2, 15))
+  variables = task.init_variables(jax.random.PRNGKey(0), batch)
+  metrics = task.eval_metrics(variables, batch)
+  pred = task.render(variables["params"]["renderer"], {}, batch)
+  want = lpips.LPIPSMetric.from_files("alex", tmp_path / "alex.npz")(pred, batch["target"])
+  assert metrics["lpips"].shape == (2,)
+  np.testing.assert_allclose(metrics["lpips"], want, rtol=1e-5)

@@ -64,6 +64,7 @@ class RendererTask(Task):
     if self.use_gan:
       self.discriminator = PatchDiscriminator(**config.discriminator.to_dict())
     self._store = None
+    self.lpips_variables = self._load_lpips(config.get("eval"))
     self._memories: dict[str, dict[str, np.ndarray]] | None = None
     self.vgg_params = vgg.perceptual_loss_params(config.loss)
 
@@ -232,6 +233,18 @@ class RendererTask(Task):
             "discriminator_gan": disc_lib.discriminator_gan_loss(real_d, fake_d, c.gan)}
 
   # -- evaluation ------------------------------------------------------------------------------
+  @staticmethod
+  def _load_lpips(eval_config) -> dict | None:
+    """LPIPS weights when config.eval.lpips_backbone names them; otherwise said once, at start."""
+    backbone = eval_config.get("lpips_backbone") if eval_config else None
+    if not backbone:
+      logging.info("LPIPS not evaluated: set config.eval.lpips_backbone to torchvision's "
+                   "alexnet-owt-7be5be79.pth (or vgg16) to add it")
+      return None
+    from talkingmem.metrics import lpips  # pylint: disable=g-import-not-at-top
+    return lpips.load_lpips_params(eval_config.get("lpips_net", "alex"), backbone,
+                                   eval_config.get("lpips_heads") or None)
+
   def eval_metrics(self, variables, batch):
     state = {k: v for k, v in variables.items() if k != "params"}
     pred = self.render(variables["params"]["renderer"], state, batch)
@@ -243,7 +256,14 @@ class RendererTask(Task):
             "l1_mouth": masked_l1(pred, target, mouth),
             "l1_lower_face": masked_l1(pred, target, batch["mask"]),
             "l1_masked_input": image_metrics.l1(batch["masked"], target, reduce=False),
-            "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))}
+            "valid": batch.get("valid", jnp.ones(pred.shape[:1], bool))} | self._lpips(pred, target)
+
+  def _lpips(self, pred, target) -> dict[str, jax.Array]:
+    if self.lpips_variables is None:
+      return {}
+    from talkingmem.metrics.lpips import LPIPS  # pylint: disable=g-import-not-at-top
+    net = self.config.eval.get("lpips_net", "alex")
+    return {"lpips": LPIPS(net).apply(self.lpips_variables, pred, target)}
 
   def summaries(self, variables, batch):
     return self.jitted("summaries", self._summaries)(variables, batch)
