@@ -73,6 +73,8 @@ flags.DEFINE_string("template", None, "speak: the speaker's prepared folder (pre
 flags.DEFINE_string("memory", None, "speak: the speaker's explicit memory .npz (default: built from "
                     "the template's frames).")
 flags.DEFINE_string("face_model", None, "speak: 3DMM .npz (default: face_model.npz beside the template).")
+flags.DEFINE_string("syncnet_weights", None, "speak: syncnet_v2.model (or its .npz from "
+                    "talkingmem.tools.convert_syncnet) to report Sync-C / Sync-D of the output.")
 
 
 def run_eval() -> None:
@@ -137,7 +139,8 @@ def run_speak() -> None:
   try:
     summary = speak.speak(FLAGS.a2e_workdir, FLAGS.renderer_workdir, FLAGS.audio, FLAGS.template,
                           FLAGS.output, memory_path=FLAGS.memory, features_path=FLAGS.audio_features,
-                          face_model=FLAGS.face_model)
+                          face_model=FLAGS.face_model,
+                          options=speak.SpeakOptions(syncnet_weights=FLAGS.syncnet_weights))
   except (ValueError, FileNotFoundError) as e:  # SpeakInputError, memory / checkpoint mismatches
     sys.exit(f"error: {e}")
   print(json.dumps(summary, indent=1))

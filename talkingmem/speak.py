@@ -399,6 +399,7 @@ class SpeakOptions:
   progress: bool = True
   a2e_step: int | None = None
   renderer_step: int | None = None
+  syncnet_weights: str | None = None  # syncnet_v2.model (or its .npz): Sync-C / Sync-D of the output
 
 
 def speak(a2e_workdir, renderer_workdir, audio_path, template_path, output_path,
@@ -450,4 +451,6 @@ def speak(a2e_workdir, renderer_workdir, audio_path, template_path, output_path,
              "template_looped": num_frames > len(template), "memory": memory_source,
              "a2e": {"workdir": str(a2e_workdir), "step": stage1.step},
              "renderer": {"workdir": str(renderer_workdir), "step": stage2.step}}
+  from talkingmem.metrics import sync  # pylint: disable=g-import-not-at-top
+  summary["sync"] = sync.sync_metrics(np.concatenate(frames), wave, options.syncnet_weights, SAMPLE_RATE)
   return summary

@@ -123,6 +123,8 @@ def test_speak_writes_mp4_with_audio(setup, caplog):
   summary = speak.speak(setup["root"] / "a2e", setup["root"] / "renderer", setup["audio"], setup["clip"],
                         out_path, options=speak.SpeakOptions(progress=False))
   assert summary["frames"] == 50 and summary["size"] == SIZE and not summary["template_looped"]
+  # Without SyncNet weights the sync scores are reported unavailable, with what to supply.
+  assert summary["sync"]["sync_c"] is None and "syncnet_v2.model" in summary["sync"]["unavailable"]
   assert "resampled to 16 kHz" in caplog.text
   info, duration = _probe(out_path)
   assert re.search(r"Stream #.*Video: h264.*\b32x32\b.*25 fps", info), info
