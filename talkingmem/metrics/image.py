@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from talkingmem.nn.separable import filter_hw, filter_matrix
+
 __all__ = ["l1", "psnr", "ssim", "gaussian_window"]
 
 _K1, _K2 = 0.01, 0.03
@@ -55,17 +57,12 @@ def psnr(a: jax.Array, b: jax.Array, data_range: float = 1.0,
 
 
 def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
-  """Separable 'valid' correlation over H and W of (N, H, W, C) maps: two depthwise convolutions
-  (cheap to compile and differentiate, unlike a sum of shifted slices)."""
-  k, c = len(taps), x.shape[-1]
-  dn = ("NHWC", "HWIO", "NHWC")
-  column = jnp.asarray(np.tile(taps.reshape(k, 1, 1, 1), (1, 1, 1, c)), x.dtype)
-  row = column.reshape(1, k, 1, c)
-  hp = jax.lax.Precision.HIGHEST
-  x = jax.lax.conv_general_dilated(x, column, (1, 1), "VALID", dimension_numbers=dn,
-                                   feature_group_count=c, precision=hp)
-  return jax.lax.conv_general_dilated(x, row, (1, 1), "VALID", dimension_numbers=dn,
-                                      feature_group_count=c, precision=hp)
+  """Separable 'valid' correlation over H and W of (N, H, W, C) maps, as two matrix products (their
+  gradient is far cheaper than a depthwise convolution's on CPU: talkingmem/nn/separable.py)."""
+  taps = tuple(float(t) for t in taps)
+  rows = filter_matrix(x.shape[1], taps)
+  cols = filter_matrix(x.shape[2], taps)
+  return filter_hw(x, rows, cols)
 
 
 def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
