@@ -119,7 +119,7 @@ class FommVideoIndex:
   def __init__(self, root: str | os.PathLike,
                image_size: int | tuple[int, int] | None = None, *,
                test_fraction: float = 0.2, split_seed: int = 0,
-               num_threads: int = 8):
+               num_threads: int = 8, decoded_cache_mb: float = 0):
     """Lists and validates the videos of `root`.
 
     Args:
@@ -129,6 +129,10 @@ class FommVideoIndex:
       test_fraction: test share of the random split of a flat folder.
       split_seed: seed of that split.
       num_threads: threads probing video headers while listing.
+      decoded_cache_mb: keep up to this many MB of whole decoded (resized)
+        container videos in memory, least recently used out first. For small
+        datasets read over and over (the synthetic demo: 120 short clips) it
+        removes video decoding from the training loop; 0 decodes on every read.
     """
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
@@ -143,6 +147,9 @@ class FommVideoIndex:
     self._warned_resize = False
     self._warned_runtime = False
     self._videos: dict[str, list[VideoEntry]] = {}
+    self._cache_limit = int(decoded_cache_mb * 2**20)
+    self._cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+    self._cache_bytes = 0
     self._list(test_fraction, split_seed, num_threads)
     self._report_skipped()
 
@@ -305,6 +312,8 @@ class FommVideoIndex:
       if len(files) != count:
         raise video_io.VideoReadError(path, 'frames folder changed on disk')
       frames = [video_io.read_image_file(files[i]) for i in indices]
+    elif self._cache_limit > 0 and video.kind in ('file', 'gif'):
+      return self._cached_frames(video, indices)
     elif video.kind == 'file':
       frames = self._read_file_frames(video, indices)
     elif video.kind == 'gif':
@@ -313,6 +322,27 @@ class FommVideoIndex:
       all_frames = video_io.read_video(path)
       frames = [all_frames[i] for i in indices]
     return self._fit_size(path, frames)
+
+  def _cached_frames(self, video: VideoEntry, indices: list[int]) -> np.ndarray:
+    """Frames from the whole decoded video, decoded once and kept (LRU, bounded in bytes)."""
+    with self._lock:
+      frames = self._cache.get(video.path)
+      if frames is not None:
+        self._cache.move_to_end(video.path)
+    if frames is None:
+      frames = self.read_video(video)
+      if len(frames) < self.num_frames(video):
+        # The header over-counted frames: remember the true count (as the uncached path does).
+        with self._lock:
+          self._num_frames[video.path] = len(frames)
+      with self._lock:
+        if video.path not in self._cache and frames.nbytes <= self._cache_limit:
+          self._cache[video.path] = frames
+          self._cache_bytes += frames.nbytes
+          while self._cache_bytes > self._cache_limit:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= dropped.nbytes
+    return frames[[min(i, len(frames) - 1) for i in indices]]
 
   def read_video(self, video: VideoEntry) -> np.ndarray:
     """All frames of `video` as (T, H, W, 3) uint8, resized to image_size."""
@@ -407,6 +437,8 @@ class FommVideoIndex:
   def __getstate__(self):
     state = self.__dict__.copy()
     del state['_lock']
+    # Each process fills its own cache; shipping decoded frames to Grain workers would cost more.
+    state['_cache'], state['_cache_bytes'] = collections.OrderedDict(), 0
     return state
 
   def __setstate__(self, state):

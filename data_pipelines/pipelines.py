@@ -60,6 +60,8 @@ class DataConfig:
     num_epochs: None repeats forever.
     eval_chunk_size: driving frames per evaluation element (None: whole video).
     eval_batch_size: pairs per batch of a CSV pair list.
+    decoded_cache_mb: folders only: MB of decoded videos kept in memory per
+      process (worth it when the whole dataset fits: the synthetic demo).
   """
   root: str = ''
   format: str = 'folders'
@@ -78,6 +80,7 @@ class DataConfig:
   eval_split: str = 'test'
   eval_chunk_size: int | None = 64
   eval_batch_size: int = 16
+  decoded_cache_mb: float = 0
 
 
 def as_data_config(config: Any) -> DataConfig:
@@ -110,7 +113,8 @@ def make_store(config: Any) -> VideoStore:
   """The video store named by `config.format` and `config.root`."""
   cfg = as_data_config(config)
   if cfg.format == 'folders':
-    return fomm_layout.FommVideoIndex(cfg.root, image_size=cfg.image_size)
+    return fomm_layout.FommVideoIndex(cfg.root, image_size=cfg.image_size,
+                                      decoded_cache_mb=cfg.decoded_cache_mb)
   if cfg.format == 'tfds':
     from data_pipelines import tfds_store  # pylint: disable=g-import-not-at-top
     builder_dir = tfds_store.find_builder_dir(cfg.root, cfg.dataset)

@@ -95,3 +95,30 @@ def test_runtime_failure_is_counted_and_warned_once(vox_root, caplog):
   assert index.is_failed(video)
   assert index.skip_summary()['read failed: X'] == 1
   assert sum('failed while reading' in r.getMessage() for r in caplog.records) == 1
+
+
+def test_decoded_cache_serves_the_same_frames_and_decodes_each_video_once(vox_root, monkeypatch):
+  plain = fomm_layout.FommVideoIndex(vox_root, image_size=16)
+  cached = fomm_layout.FommVideoIndex(vox_root, image_size=16, decoded_cache_mb=1)
+  decodes = []
+  real_read_video = video_io.read_video
+  monkeypatch.setattr(video_io, 'read_video', lambda path, *a, **k: decodes.append(path) or
+                      real_read_video(path, *a, **k))
+  for video in cached.videos('train'):
+    for indices in ([3, 0, 3], [1], [4, 2]):
+      np.testing.assert_array_equal(cached.read_frames(video, indices), plain.read_frames(video, indices))
+  # Only the container videos (mp4, gif) went through the cache, each decoded once.
+  assert sorted(str(p).rsplit('/', 1)[-1] for p in decodes) == ['id0#b.mp4', 'id1#c.gif']
+
+
+def test_decoded_cache_evicts_least_recently_used_and_pickles_empty(vox_root):
+  import pickle
+  one_video = 5 * 16 * 16 * 3
+  index = fomm_layout.FommVideoIndex(vox_root, image_size=16, decoded_cache_mb=1.5 * one_video / 2**20)
+  mp4, gif = index.find('id0#b'), index.find('id1#c')
+  index.read_frames(mp4, [0])
+  index.read_frames(gif, [0])  # Over the limit: the mp4 (least recently used) goes.
+  assert list(index._cache) == [gif.path] and index._cache_bytes == one_video
+  clone = pickle.loads(pickle.dumps(index))
+  assert not clone._cache and clone._cache_bytes == 0
+  np.testing.assert_array_equal(clone.read_frames(gif, [2]), index.read_frames(gif, [2]))
