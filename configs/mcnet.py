@@ -63,9 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.synthetic = ml_collections.ConfigDict(dict(
         num_identities=120, clips_per_identity=1, frames_per_clip=64, test_fraction=0.1,
         video_format="mp4"))
-    c.optim.learning_rate = 1e-3  # Small model, short schedule (x0.1 at step 480).
-    c.train.update(num_steps=600, num_epochs=None, log_every=25, eval_every=300, image_every=300,
-                   checkpoint_every=300, keep_period=None, eval_batches=8, video_every=300)
+    c.optim.learning_rate = 1e-3  # Small model, short schedule (x0.1 at step 1280).
+    # 1600 steps at ~3.5 steps/s on 2 CPU cores: ~8 min of training, ~10 min with data generation.
+    c.train.update(num_steps=1600, num_epochs=None, log_every=50, eval_every=800, image_every=800,
+                   checkpoint_every=400, keep_period=None, eval_batches=8, video_every=800)
     c.eval.num_videos = 8
   if variant == "tiny":
     c.model = tiny_model_config(32)
