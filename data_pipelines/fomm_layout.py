@@ -331,11 +331,10 @@ class FommVideoIndex:
         self._cache.move_to_end(video.path)
     if frames is None:
       frames = self.read_video(video)
-      if len(frames) < self.num_frames(video):
-        # The header over-counted frames: remember the true count (as the uncached path does).
-        with self._lock:
-          self._num_frames[video.path] = len(frames)
+      count = self.num_frames(video)
       with self._lock:
+        if len(frames) < count:  # The header over-counted frames: keep the true count, as uncached.
+          self._num_frames[video.path] = len(frames)
         if video.path not in self._cache and frames.nbytes <= self._cache_limit:
           self._cache[video.path] = frames
           self._cache_bytes += frames.nbytes

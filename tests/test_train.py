@@ -183,3 +183,29 @@ def test_bfloat16_training_step_lowers(tmp_path):
   grad = jax.jit(jax.grad(lambda p, s, b: task.loss(p, s, b, jax.random.PRNGKey(1), 0)[0]))
   lowered = grad.lower(params, state, batch)
   assert "bf16" in lowered.as_text()
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path, monkeypatch):
+  """A SIGTERM mid-run (e.g. a TPU preemption notice) ends the run after the current step with a
+  checkpoint of that step, although checkpoint_every would not save until step 1000."""
+  config = _config(tmp_path)
+  config.loss.equivariance_value = config.loss.equivariance_jacobian = 0.0  # smaller program
+  config.train.update(num_steps=20, checkpoint_every=1000, log_every=1, eval_every=0, image_every=0,
+                      video_every=0, final_outputs=False)
+  calls = []
+  real_global_batch = sharding.global_batch
+
+  def global_batch_then_sigterm(batch, mesh):
+    calls.append(1)
+    if len(calls) == 3:  # (init's batch, steps 1, 2) The handler only sets a flag; the step finishes.
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_global_batch(batch, mesh)
+
+  monkeypatch.setattr(sharding, "global_batch", global_batch_then_sigterm)
+  previous_handler = signal.getsignal(signal.SIGTERM)
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  assert signal.getsignal(signal.SIGTERM) is previous_handler  # restored after the run
+  last_step = max(_losses(workdir))
+  assert 1 <= last_step <= 3
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [last_step]

@@ -16,8 +16,8 @@ naming every key that does not map; `--detector_only` then imports only the keyp
 """
 from __future__ import annotations
 
-import importlib.util
 import argparse
+import importlib.util
 import json
 import pathlib
 import sys
