@@ -2,7 +2,7 @@
 
 Default: the paper's VoxCeleb 256x256 setting (15 keypoints, meta-memory 512x32x32, batch 64 global,
 100 epochs x 75 repeats, Adam 2e-4 with x0.1 at 80 %). Data: prepare VoxCeleb with
-`python -m data_pipelines.prepare --dataset voxceleb --source <folder> --out data/voxceleb`.
+`python -m data_pipelines.fomm.prepare --dataset voxceleb --source <folder> --out data/voxceleb`.
   python -m talkingmem.main --config=configs/mcnet.py --workdir=workdirs/mcnet_vox
 Variants (`configs/mcnet.py:NAME`):
   demo      small model on the embedded synthetic faces (generated on first use), ~10 min on 2 CPU cores

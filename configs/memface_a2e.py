@@ -3,7 +3,7 @@
 Default `paper`: the paper's sizes (implicit memory of M = 1000 key/value pairs of d = 64, hidden
 size 64, Adam 1e-4, alternating model / memory updates in the first half of training; loss weights
 1 / 10 / 1 as the public reimplementation, the paper's were lost). Data: a GRID-like set in the
-layout of `data_pipelines/speech_layout.py` (per speaker / clip: audio.wav, coeffs.npz,
+layout of `data_pipelines/speech/layout.py` (per speaker / clip: audio.wav, coeffs.npz,
 mouth_vertices.npy) with its 3DMM as root/face_model.npz:
   python -m talkingmem.main --config=configs/memface_a2e.py --workdir=workdirs/memface_a2e
 Variants (`configs/memface_a2e.py:NAME`, a base optionally followed by ",ablation"):
@@ -29,6 +29,7 @@ from __future__ import annotations
 import ml_collections
 
 from data_pipelines.synthetic.visemes import NAMES as SYNTHETIC_MOUTH_COMPONENTS
+from talkingmem.config_variants import parse_variant
 
 BASES = ("paper", "demo", "tiny")
 ABLATIONS = {"no_memory": "none", "explicit_memory": "explicit"}
@@ -51,14 +52,8 @@ def _data(root: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "paper").replace("+", ",").split(",") if p]
-  if parts and parts[0] in ABLATIONS:
-    parts.insert(0, "paper")
-  variant, ablations = parts[0], parts[1:]
-  if variant not in BASES or any(a not in ABLATIONS for a in ablations) or len(ablations) > 1:
-    raise ValueError(f"unknown variant {arg!r}; choose a base of {BASES}, optionally followed by "
-                     f"one of {tuple(ABLATIONS)} (e.g. 'demo,no_memory')")
-  memory = ABLATIONS[ablations[0]] if ablations else "implicit"
+  variant, ablation = parse_variant(arg, BASES, ABLATIONS)
+  memory = ABLATIONS[ablation] if ablation else "implicit"
   c = ml_collections.ConfigDict()
   c.task = "memface_a2e"
   c.seed = 0

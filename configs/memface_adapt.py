@@ -7,7 +7,7 @@ fresh optimizer state, step 0). The renderer run rebuilds the speaker's explicit
 training frames of the new video (the renderer task does that for every speaker it trains on).
 
 Data: the new speaker's prepared folder (one speaker, one clip:
-`python -m data_pipelines.prepare_speaker --video new.mp4 --out data/new_speaker`), in a root with
+`python -m data_pipelines.speech.prepare_speaker --video new.mp4 --out data/new_speaker`), in a root with
 its face model; its split.json (or the last 1/11 of the frames) is held out.
 
   python -m talkingmem.main --config=configs/memface_adapt.py:a2e --workdir=workdirs/adapt_a2e \

@@ -6,7 +6,7 @@ renderer, the NeRF talking heads on HDTF / Obama crops at 450-512), so a U-Net o
 (512 -> 2, pix2pix's unet_256 depth + 1), 64 base features, explicit memory of N = 300 (Table 5(b)
 best trade-off), 128 px mouth patches, Adam 1e-4 (the reimplementation notes; pix2pix betas);
 loss weights: L1 10, VGG 1 per layer, PatchGAN 1 (the paper's lambdas were lost). Data: prepared
-speakers (`python -m data_pipelines.prepare_speaker --video talk.mp4 --out data/speakers/NAME
+speakers (`python -m data_pipelines.speech.prepare_speaker --video talk.mp4 --out data/speakers/NAME
 --size 512`) under config.data.root:
   python -m talkingmem.main --config=configs/memface_renderer.py --workdir=workdirs/renderer \
       --config.data.root=data/speakers --config.loss.vgg19_weights=vgg19-dcbb9e9d.pth
@@ -32,24 +32,19 @@ from __future__ import annotations
 
 import ml_collections
 
+from talkingmem.config_variants import parse_variant
 BASES = ("paper", "demo", "tiny")
 ABLATIONS = {"no_memory": "none", "implicit_memory": "implicit"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "paper").replace("+", ",").split(",") if p]
-  if parts and parts[0] in ABLATIONS:
-    parts.insert(0, "paper")
-  variant, ablations = parts[0], parts[1:]
-  if variant not in BASES or any(a not in ABLATIONS for a in ablations) or len(ablations) > 1:
-    raise ValueError(f"unknown variant {arg!r}; choose a base of {BASES}, optionally followed by "
-                     f"one of {tuple(ABLATIONS)} (e.g. 'demo,no_memory')")
+  variant, ablation = parse_variant(arg, BASES, ABLATIONS)
   c = ml_collections.ConfigDict()
   c.task = "memface_renderer"
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(
       image_size=512, base_features=64, max_features=512, num_downs=8,
-      memory=ABLATIONS[ablations[0]] if ablations else "explicit", memory_size=300,
+      memory=ABLATIONS[ablation] if ablation else "explicit", memory_size=300,
       patch_size=128, patch_features=64, temperature=0.1, exclude_radius=2))
   c.data = ml_collections.ConfigDict(dict(
       root="data/speakers", image_size=512, patch_size=128, batch_size=8, eval_batch_size=8,

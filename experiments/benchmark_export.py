@@ -23,7 +23,9 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from talkingmem import animate, export, exported
+from talkingmem import export, exported
+
+from talkingmem.mcnet import animate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (`path.py:variant`).")

@@ -1,7 +1,7 @@
 """Throughput of the training-pair pipeline: can it feed one GPU?
 
 Creates a small dataset in a temp dir (synthetic faces from
-data_pipelines.synthetic.generate when available, else moving textured blobs),
+data_pipelines.synthetic.video_set when available, else moving textured blobs),
 stores it as PNG folders, as MP4 files and as a TFDS ArrayRecord build, and
 measures training pairs per second (batch 8, augmentation on) for each
 format, at 256² and 64², in-process (threads) and with Grain worker processes.
@@ -31,8 +31,8 @@ import psutil
 # Runnable from a checkout without `pip install -e .`.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from data_pipelines import fomm_layout  # pylint: disable=g-import-not-at-top,wrong-import-position
-from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_pipelines.fomm import layout as fomm_layout  # pylint: disable=g-import-not-at-top,wrong-import-position
+from data_pipelines.fomm import pipelines  # pylint: disable=g-import-not-at-top,wrong-import-position
 from data_pipelines import video_io  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TARGET_SAMPLES_PER_S = 20 * 8  # MCNet steps/s x batch on one GPU, 256².
@@ -60,7 +60,7 @@ def make_png_dataset(root: pathlib.Path, *, identities: int, clips: int,
                      frames: int, size: int, seed: int = 0) -> str:
   """FOMM png-folder dataset; returns which generator made it."""
   try:
-    from data_pipelines.synthetic import generate  # pylint: disable=g-import-not-at-top
+    from data_pipelines.synthetic import video_set as generate  # pylint: disable=g-import-not-at-top
   except ImportError:
     generate = None
   if generate is not None and hasattr(generate, 'generate_dataset'):
@@ -141,7 +141,7 @@ def main() -> None:
         make_mp4_dataset(data / 'png', data / 'mp4')
         roots['mp4'] = data / 'mp4'
       if 'tfds' in formats:
-        from data_pipelines import tfds_builders  # pylint: disable=g-import-not-at-top
+        from data_pipelines.fomm import tfds_builders  # pylint: disable=g-import-not-at-top
         with contextlib.redirect_stdout(sys.stderr):
           tfds_builders.build('synthetic_talking_faces', data / 'png', data / 'tfds')
         roots['tfds'] = data / 'tfds'

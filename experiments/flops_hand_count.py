@@ -184,7 +184,7 @@ def main(argv):
     print(f"official (torch flop counter): {FLAGS.official_gflops} GFLOP; (hand + blur) / official - 1 = "
           f"{result['hand_plus_blur_vs_official']:+.3%}")
   if FLAGS.xla:
-    from talkingmem.model_info import mcnet_info  # imported late: builds the model
+    from talkingmem.mcnet.model_info import mcnet_info  # imported late: builds the model
     xla = mcnet_info(model, time_forward=False)["gflops_per_frame"]
     result["xla_gflops"] = {k: round(v, 3) for k, v in xla.items()}
     result["xla_minus_hand_no_padding_taps"] = {"generator": round(xla["generator"] - gen_valid, 3),

@@ -10,7 +10,7 @@
   python experiments/memface_adaptation.py eval --data workdirs/adapt_exp/data \
       --a2e pre=workdirs/adapt_exp/pre_a2e 15s=... 30s=... --renderer pre=... 15s=... 30s=...
 
-Stage 1 (audio -> mouth coefficients, the inference path of talkingmem/speak.py): mouth-vertex RMSE
+Stage 1 (audio -> mouth coefficients, the inference path of talkingmem/memface/speak.py): mouth-vertex RMSE
 and the mouth-shape error against the known ground truth (inner-lip opening MAE / correlation,
 talkingmem/metrics/lip_sync.py). Stage 2: L1 of the rendered test frames (ground-truth coefficients,
 whole frame and mouth box), with the explicit memory built from the run's own adaptation frames
@@ -28,7 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from data_pipelines import renderer_inputs, speech_layout, video_io  # noqa: E402
+from data_pipelines import video_io
+
+from data_pipelines.speech import renderer_inputs
+
+from data_pipelines.speech import layout as speech_layout  # noqa: E402
 
 SPEAKER = 20  # Index of the held-out synthetic speaker (pre-training sets use 0-15).
 FPS, RATE = 25, 16000
@@ -36,7 +40,7 @@ TRAIN_SECONDS = (15, 30)
 
 
 def make_data(out: pathlib.Path, face_model: pathlib.Path, clips: int, size: int, workers: int) -> dict:
-  from data_pipelines.synthetic import speech_dataset as sd
+  from data_pipelines.synthetic import speech_set as sd
   raw = out / "_clips"
   raw.mkdir(parents=True, exist_ok=True)
   shutil.copy(face_model, raw / speech_layout.FACE_MODEL)
@@ -87,7 +91,7 @@ def _pairs(items):
 
 
 def eval_a2e(workdir: str, folder: pathlib.Path, train_frames: int, test: tuple[int, int]) -> dict:
-  from talkingmem import speak
+  from talkingmem.memface import speak
   from talkingmem.metrics import lip_sync
   stage1 = speak.load_stage1(workdir)
   template = speak.load_template(folder)
@@ -118,7 +122,7 @@ def eval_a2e(workdir: str, folder: pathlib.Path, train_frames: int, test: tuple[
 def eval_renderer(workdir: str, folder: pathlib.Path, train_frames: int, test: tuple[int, int]) -> dict:
   import jax
   import jax.numpy as jnp
-  from talkingmem import speak
+  from talkingmem.memface import speak
   stage2 = speak.load_stage2(workdir)
   template = speak.load_template(folder)
   c = stage2.config.model

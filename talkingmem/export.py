@@ -25,6 +25,7 @@ when the checkpoint lacks what it needs, e.g. the detector-only import has no ge
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import json
 import pathlib
@@ -64,6 +65,13 @@ class Source:
 
 
 _BUILDERS: dict[str, list[Callable[[Source], Artefact | None]]] = {}
+# Task name -> the module whose `@artefact(task)` builders export it; imported on first use, so this
+# module imports no paper.
+EXPORT_MODULES = {
+    "mcnet": "talkingmem.mcnet.export",
+    "memface_a2e": "talkingmem.memface.export",
+    "memface_renderer": "talkingmem.memface.export",
+}
 
 
 def artefact(task: str):
@@ -76,6 +84,8 @@ def artefact(task: str):
 
 def build_artefacts(source: Source) -> list[Artefact]:
   task = source.config.get("task")
+  if task in EXPORT_MODULES:
+    importlib.import_module(EXPORT_MODULES[task])  # Registers its builders.
   if task not in _BUILDERS:
     raise ValueError(f"no export for task {task!r}; exportable tasks: {sorted(_BUILDERS)}")
   built = [a for a in (builder(source) for builder in _BUILDERS[task]) if a is not None]
@@ -84,166 +94,10 @@ def build_artefacts(source: Source) -> list[Artefact]:
   return built
 
 
-def _subtree(variables: dict, module: str) -> dict | None:
+def subtree(variables: dict, module: str) -> dict | None:
   """{collection: {module: ...}} for one top-level module, or None if the variables lack it."""
   out = {col: {module: tree[module]} for col, tree in variables.items() if module in tree}
   return out or None
-
-
-# ---------------------------------------------------------------------------------------------------
-# MCNet.
-
-
-def _mcnet(config: ml_collections.ConfigDict):
-  from talkingmem.mcnet.model import MCNet  # pylint: disable=g-import-not-at-top
-  model_config = ml_collections.ConfigDict(config.model.to_dict())
-  # Per-sample convs as one batched matmul: the grouped conv would need feature_group_count = b,
-  # which a symbolic batch cannot give. Same result up to float rounding.
-  model_config.conv_method = "im2col"
-  return MCNet(model_config), MCNet
-
-
-def _kp_inputs(prefix: str, config: ml_collections.ConfigDict) -> dict:
-  k = int(config.model.num_kp)
-  out = {f"{prefix}_value": ((BATCH, k, 2), "float32")}
-  if config.model.estimate_jacobian:
-    out[f"{prefix}_jacobian"] = ((BATCH, k, 2, 2), "float32")
-  return out
-
-
-def _kp(inputs: dict, prefix: str) -> dict:
-  return {k: inputs[f"{prefix}_{k}"] for k in ("value", "jacobian") if f"{prefix}_{k}" in inputs}
-
-
-@artefact("mcnet")
-def mcnet_detect(source: Source) -> Artefact | None:
-  params = _subtree(source.variables, "kp_detector")
-  if params is None:
-    return None
-  model, cls = _mcnet(source.config)
-  size, channels = int(source.config.model.image_size), int(source.config.model.num_channels)
-
-  def detect(params, inputs):
-    kp = model.apply(params, inputs["image"], method=cls.detect)
-    return {k: kp[k] for k in ("value", "jacobian") if k in kp}
-
-  return Artefact("detect", detect, params, {"image": ((BATCH, size, size, channels), "float32")},
-                  "keypoints of images in [0, 1]: value (x, y) in [-1, 1], jacobian")
-
-
-@artefact("mcnet")
-def mcnet_animate_frame(source: Source) -> Artefact | None:
-  params = _subtree(source.variables, "generator")
-  if params is None:
-    return None
-  relative, adapt_scale = source.options.get("relative", True), source.options.get("adapt_scale", False)
-  from talkingmem.mcnet.normalize import normalize_kp  # pylint: disable=g-import-not-at-top
-  model, cls = _mcnet(source.config)
-  size, channels = int(source.config.model.image_size), int(source.config.model.num_channels)
-  inputs = {"source": ((BATCH, size, size, channels), "float32"), **_kp_inputs("kp_source", source.config),
-            **_kp_inputs("kp_driving", source.config)}
-  if relative:
-    inputs.update(_kp_inputs("kp_initial", source.config))
-
-  def animate_frame(params, inputs):
-    kp_source, kp_driving = _kp(inputs, "kp_source"), _kp(inputs, "kp_driving")
-    if relative:  # each batch element is its own request: one movement scale per element
-      kp_driving = normalize_kp(kp_source, kp_driving, _kp(inputs, "kp_initial"),
-                                adapt_movement_scale=adapt_scale, use_relative_movement=True,
-                                use_relative_jacobian=True, scale_per_sample=True)
-      kp_driving = {k: kp_driving[k] for k in ("value", "jacobian") if k in kp_driving}
-    out = model.apply(params, inputs["source"], kp_source, kp_driving, method=cls.generate)
-    return {"prediction": out["prediction"]}
-
-  scaled = ", scaled by hull areas" if adapt_scale else ""
-  motion = f"relative to kp_initial (the driving reference frame){scaled}" if relative else "absolute"
-  return Artefact("animate_frame", animate_frame, params, inputs,
-                  f"the source moved to the driving keypoints, motion {motion}: prediction in [0, 1]")
-
-
-# ---------------------------------------------------------------------------------------------------
-# MemFace audio-to-expression.
-
-
-def a2e_window_shape(config: ml_collections.ConfigDict, params: dict) -> tuple[int, int]:
-  """(W, D) of one audio window: D from the first conv, W from the config, checked against the
-  flattened size the projection expects."""
-  encoder = params["window_encoder"]
-  convs = sorted(k for k in encoder if k.startswith("conv_"))
-  dim = int(encoder[convs[0]]["kernel"].shape[1])
-  window = int(config.data.get("feature_window", 16))
-  length = window
-  for _ in convs:
-    length = -(-length // 2)
-  want = int(encoder["proj"]["kernel"].shape[0])
-  got = length * int(encoder[convs[-1]]["kernel"].shape[-1])
-  if got != want:
-    raise ValueError(f"audio windows of {window} frames do not fit the checkpoint's projection ({got} != "
-                     f"{want} inputs); set config.data.feature_window in the workdir's config.json")
-  return window, dim
-
-
-@artefact("memface_a2e")
-def memface_a2e(source: Source) -> Artefact:
-  from talkingmem.memface import a2e  # pylint: disable=g-import-not-at-top
-  params = dict(source.variables)  # 'params', and the explicit-memory ablation's memory collection
-  m = source.config.model.to_dict()
-  m["conv_features"] = tuple(m.get("conv_features", (32, 32, 64, 64)))
-  model = a2e.AudioToExpression(num_coeffs=int(params["params"]["head"]["kernel"].shape[-1]), **m)
-  window, dim = a2e_window_shape(source.config, params["params"])
-  frames = int(source.config.data.window)  # fixed: the positional table is built from a static length
-
-  def audio_to_expression(params, inputs):
-    return {"coeffs": model.apply(params, inputs["audio"], inputs["mask"])["coeffs"]}
-
-  return Artefact("a2e", audio_to_expression, params,
-                  {"audio": ((BATCH, frames, window, dim), "float32"), "mask": ((BATCH, frames), "bool")},
-                  f"expression coefficients per video frame from audio windows "
-                  f"({source.config.data.get('feature')} features standardised with the training "
-                  "statistics); mask marks valid frames")
-
-
-# ---------------------------------------------------------------------------------------------------
-# MemFace neural renderer (the speak step: one frame per batch element).
-
-
-@artefact("memface_renderer")
-def memface_render_frame(source: Source) -> Artefact:
-  """Renderer with ONE speaker's explicit memory among its parameters (the first training speaker's):
-  serving another speaker = swapping the `memory` arrays of the params file for that speaker's .npz
-  (talkingmem.memface.explicit_memory.save_explicit_memory writes the same arrays)."""
-  from talkingmem.memface import explicit_memory, renderer  # pylint: disable=g-import-not-at-top
-  c = source.config.model
-  variables = source.variables
-  params = variables["params"]
-  kind = str(c.get("memory", "explicit"))
-  state = {k: v for k, v in variables.items() if k != "params"}
-  weights = {"params": params.get("renderer", params)}  # The task keeps a discriminator beside it.
-  memory = None
-  if kind == "explicit":
-    stacked = state["explicit_memory"]
-    memory = {k: np.asarray(stacked[k])[0] for k in explicit_memory.ARRAYS if k != "frame_ids"}
-  elif kind == "implicit":
-    memory = {k: np.asarray(v) for k, v in state["memory_stats"].items()}
-  model = renderer.NeuralRenderer(c)
-  size = int(c.image_size)
-  image = ((BATCH, size, size, 3), "float32")
-  inputs = {"rendered": image, "masked": image}
-  if memory is not None:  # The query width: memory keys, or the implicit variant's query statistics.
-    inputs["query"] = ((BATCH, int(np.shape(memory["keys" if kind == "explicit" else "key_mean"])[-1])),
-                       "float32")
-
-  def render_frame(params, inputs):
-    query = inputs.get("query", jnp.zeros(inputs["rendered"].shape[:1] + (1,), jnp.float32))
-    image = model.apply(params["variables"], inputs["rendered"], inputs["masked"], query,
-                        params.get("memory"))
-    return {"prediction": image}
-
-  params = {"variables": weights} if memory is None else {"variables": weights, "memory": memory}
-  return Artefact("render_frame", render_frame, params, inputs,
-                  "MemFace renderer: shaded face render + masked template frame (both in [0, 1]) and "
-                  "the frame's mouth vertices (model space, flattened) -> frame in [0, 1]; memory "
-                  f"{kind!r}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -42,15 +42,14 @@ class Task(abc.ABC):
   def mean_eval_metrics(self, variables: Variables, batches: Iterable[Batch]) -> dict[str, float]:
     """Means of `eval_metrics` over the valid examples of `batches` (numeric entries only)."""
     metric_fn = self.jitted("eval_metrics", self.eval_metrics)
-    sums, count = {}, 0.0
-    for batch in batches:
-      numeric = {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
-      out = jax.device_get(metric_fn(variables, numeric))
-      valid = np.asarray(out.pop("valid"), np.float64)
-      count += valid.sum()
-      for k, v in out.items():
-        sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
-    return {k: v / max(count, 1.0) for k, v in sums.items()} | {"num_frames": int(count)}
+
+    def per_example():
+      for batch in batches:
+        numeric = {k: jnp.asarray(v) for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+        yield jax.device_get(metric_fn(variables, numeric))
+
+    means, count = valid_weighted_means(per_example())
+    return means | {"num_frames": int(count)}
 
   # -- data (host side, numpy) --------------------------------------------------------------
   @abc.abstractmethod
@@ -97,6 +96,24 @@ class Task(abc.ABC):
     """Host-side outputs when training ends (reports, animations); returns a summary."""
     del variables, workdir
     return {}
+
+
+def valid_weighted_means(per_example: Iterable[dict[str, Any]]) -> tuple[dict[str, float], float]:
+  """({metric: mean over valid examples}, number of valid examples) of per-example metric batches.
+
+  Each batch maps metric names to arrays with a leading example axis; its optional "valid" entry
+  (padding is False) weights the examples, all valid without it.
+  """
+  sums: dict[str, float] = {}
+  count = 0.0
+  for metrics in per_example:
+    metrics = dict(metrics)
+    size = len(np.asarray(next(iter(metrics.values()))))
+    valid = np.asarray(metrics.pop("valid", np.ones(size)), np.float64)
+    count += valid.sum()
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
+  return {k: v / max(count, 1.0) for k, v in sums.items()}, count
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

@@ -6,10 +6,9 @@ Non-finite steps are skipped and counted. Checkpoints hold the train state and t
 """
 from __future__ import annotations
 
-import math
+import itertools
 import pathlib
 import signal
-import time
 from typing import Any, Sequence
 
 from absl import logging
@@ -21,7 +20,7 @@ import numpy as np
 import optax
 
 from talkingmem import checkpointing, sharding, summaries
-from talkingmem.task import Task, get_task
+from talkingmem.task import Task, get_task, valid_weighted_means
 
 
 @flax.struct.dataclass
@@ -117,18 +116,10 @@ def _eval_step(task: Task):
 def evaluate(task: Task, state: TrainState, eval_step, mesh, max_batches: int | None = None
              ) -> dict[str, float]:
   """Mean of every per-example metric over the held-out batches (valid examples only)."""
-  sums: dict[str, float] = {}
-  count = 0.0
-  for i, local in enumerate(task.eval_batches(jax.process_index(), jax.process_count())):
-    if max_batches is not None and i >= max_batches:
-      break
-    per_example = jax.device_get(eval_step(state, sharding.global_batch(local, mesh)))
-    valid = np.asarray(per_example.pop("valid", np.ones(len(next(iter(per_example.values()))))),
-                       np.float64)
-    count += valid.sum()
-    for k, v in per_example.items():
-      sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
-  return {k: v / max(count, 1.0) for k, v in sums.items()} | {"num_examples": count}
+  batches = itertools.islice(task.eval_batches(jax.process_index(), jax.process_count()), max_batches)
+  means, count = valid_weighted_means(
+      jax.device_get(eval_step(state, sharding.global_batch(local, mesh))) for local in batches)
+  return means | {"num_examples": count}
 
 
 class _Preemption:

@@ -14,7 +14,7 @@ import pytest
 import skimage.data
 
 from data_pipelines import video_io
-from talkingmem import animate
+from talkingmem.mcnet import animate
 from talkingmem.mcnet import official
 from talkingmem.mcnet.config import tiny_model_config
 

@@ -10,8 +10,10 @@ import sys
 import jax.numpy as jnp
 import pytest
 
-from data_pipelines.synthetic.generate import generate_dataset
-from talkingmem import animate, checkpointing, evaluate
+from data_pipelines.synthetic.video_set import generate_dataset
+from talkingmem import checkpointing
+from talkingmem.mcnet import animate
+from talkingmem.mcnet import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "configs"))

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from talkingmem import animate, checkpointing, export, exported
+from talkingmem import checkpointing, export, exported
+
+from talkingmem.mcnet import animate
 from talkingmem.mcnet import dense_motion
 from talkingmem.memface.a2e import AudioToExpression
 from talkingmem.mcnet.model import MCNet

@@ -32,12 +32,12 @@ import tempfile
 import numpy as np
 import pytest
 
-from data_pipelines import face_fitting
-from data_pipelines.synthetic import face_model as face_model_lib
-from data_pipelines.synthetic import generate
-from data_pipelines.synthetic import motion as motion_lib
-from data_pipelines.synthetic import renderer as renderer_lib
-from data_pipelines.synthetic import scene as scene_lib
+from data_pipelines.speech import face_fitting
+from data_pipelines.synthetic.engine import face_model as face_model_lib
+from data_pipelines.synthetic import video_set as generate
+from data_pipelines.synthetic.engine import motion as motion_lib
+from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic.engine import scene as scene_lib
 
 
 def renderer_camera(pose: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -194,7 +194,7 @@ def _render_clip(num_frames: int, size: int, seed: int):
 
 def _speech_track(seconds: float, path: pathlib.Path) -> None:
   from scipy.io import wavfile  # pylint: disable=g-import-not-at-top
-  from data_pipelines.synthetic import speech  # pylint: disable=g-import-not-at-top
+  from data_pipelines.synthetic import speech_audio as speech  # pylint: disable=g-import-not-at-top
   rate = 16000
   if speech.is_available():
     text = 'The quick brown fox jumps over the lazy dog. ' * 8
@@ -208,7 +208,7 @@ def _speech_track(seconds: float, path: pathlib.Path) -> None:
 
 def large_check(num_frames: int, size: int, seed: int, work: pathlib.Path) -> dict:
   """Fits the exact and the dlib landmarks of a rendered clip; returns the errors."""
-  from data_pipelines import prepare_speaker  # pylint: disable=g-import-not-at-top
+  from data_pipelines.speech import prepare_speaker  # pylint: disable=g-import-not-at-top
   from data_pipelines import video_io  # pylint: disable=g-import-not-at-top
   model, identity, motion, frames, rendered_lm = _render_clip(num_frames, size, seed)
   id_coeffs, exp = identity.id_coeffs, motion.exp_coeffs

@@ -1,11 +1,11 @@
-"""Tests for data_pipelines.fomm_layout: listing, splits, skipping, frame access."""
+"""Tests for data_pipelines.fomm.layout: listing, splits, skipping, frame access."""
 
 import logging
 
 import numpy as np
 import pytest
 
-from data_pipelines import fomm_layout
+from data_pipelines.fomm import layout as fomm_layout
 from data_pipelines import video_io
 
 
@@ -118,7 +118,7 @@ def test_decoded_cache_evicts_least_recently_used_and_pickles_empty(vox_root):
   mp4, gif = index.find('id0#b'), index.find('id1#c')
   index.read_frames(mp4, [0])
   index.read_frames(gif, [0])  # Over the limit: the mp4 (least recently used) goes.
-  assert list(index._cache) == [gif.path] and index._cache_bytes == one_video
+  assert index.cache_usage() == ([gif.path], one_video)
   clone = pickle.loads(pickle.dumps(index))
-  assert not clone._cache and clone._cache_bytes == 0
+  assert clone.cache_usage() == ([], 0)
   np.testing.assert_array_equal(clone.read_frames(gif, [2]), index.read_frames(gif, [2]))

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from talkingmem import animate
+from talkingmem.mcnet import animate
 from talkingmem.mcnet import official
 from talkingmem.mcnet.model import MCNet
-from talkingmem.tools import import_official
-from test_torch_io import _FakeTensor, _save_zip  # pylint: disable=g-bad-import-order
+from talkingmem.mcnet.tools import import_official
+from torch_files import FakeTensor, save_zip  # pylint: disable=g-bad-import-order
 
 TIGHT, LOOSE = 1e-5, 1e-4  # as test_mcnet_official.py: keypoints / predictions, float32
 
@@ -33,11 +33,11 @@ def state_dicts(official_fixture_dir):
 def pth_checkpoint(tmp_path_factory, state_dicts):
   """The fixture weights written as the released file is: torch.save({'generator', 'kp_detector', ...})
   with DataParallel's 'module.' prefixes."""
-  ckpt = {m: collections.OrderedDict((f"module.{k}", _FakeTensor.of(v)) for k, v in sd.items())
+  ckpt = {m: collections.OrderedDict((f"module.{k}", FakeTensor.of(v)) for k, v in sd.items())
           for m, sd in state_dicts.items()}
   ckpt["epoch"] = 99
   path = tmp_path_factory.mktemp("official") / "00000099-checkpoint.pth.tar"
-  _save_zip(ckpt, path)
+  save_zip(ckpt, path)
   return path
 
 
@@ -45,7 +45,7 @@ def pth_checkpoint(tmp_path_factory, state_dicts):
 def imported_workdir(tmp_path_factory, pth_checkpoint):
   """The command-line path, in a fresh process."""
   out = tmp_path_factory.mktemp("imported") / "vox"
-  proc = subprocess.run([sys.executable, "-m", "talkingmem.tools.import_official", "--checkpoint",
+  proc = subprocess.run([sys.executable, "-m", "talkingmem.mcnet.tools.import_official", "--checkpoint",
                          str(pth_checkpoint), "--out", str(out)], capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads(proc.stdout[proc.stdout.index("{"):])

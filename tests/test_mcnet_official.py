@@ -13,7 +13,7 @@ from talkingmem.mcnet import official
 from talkingmem.mcnet.config import model_config, tiny_model_config
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import convex_hull_area, normalize_kp
-from talkingmem.tools import official_parity
+from talkingmem.mcnet.tools import official_parity
 
 
 def _template(config):
@@ -23,7 +23,7 @@ def _template(config):
 
 
 def test_parity_command_passes_on_shared_fixture(official_fixture_dir):
-  proc = subprocess.run([sys.executable, "-m", "talkingmem.tools.official_parity", "--fixtures",
+  proc = subprocess.run([sys.executable, "-m", "talkingmem.mcnet.tools.official_parity", "--fixtures",
                          str(official_fixture_dir)], capture_output=True, text=True, timeout=600)
   report = json.loads(proc.stdout)
   assert proc.returncode == 0, report["failed"]

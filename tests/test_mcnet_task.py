@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-from talkingmem.mcnet.task import check_synthetic_info
+from talkingmem.synthetic_data import check_synthetic_info
 
 
 def test_cached_synthetic_data_with_other_settings_is_refused():
@@ -11,8 +11,8 @@ def test_cached_synthetic_data_with_other_settings_is_refused():
           "test_fraction": 0.1, "video_format": "mp4", "generation_seconds": 160.0}
   same = {"num_identities": 120, "clips_per_identity": 2, "frames_per_clip": 32, "test_fraction": 0.1,
           "video_format": "mp4"}
-  check_synthetic_info(info, same, 64, pathlib.Path("d"))  # Matching settings pass.
+  check_synthetic_info(info, dict(same, size=64), pathlib.Path("d"))  # Matching settings pass.
   with pytest.raises(ValueError, match=r"frames_per_clip: on disk 32, config 64.*Delete that folder"):
-    check_synthetic_info(info, dict(same, frames_per_clip=64), 64, pathlib.Path("d"))
+    check_synthetic_info(info, dict(dict(same, frames_per_clip=64), size=64), pathlib.Path("d"))
   with pytest.raises(ValueError, match="size: on disk 64, config 32"):
-    check_synthetic_info(info, same, 32, pathlib.Path("d"))
+    check_synthetic_info(info, dict(same, size=32), pathlib.Path("d"))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from talkingmem.memface import audio
+from data_pipelines import audio
 
 CONFIG = audio.MelConfig()
 

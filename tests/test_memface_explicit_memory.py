@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from talkingmem.memface import explicit_memory as em
+from data_pipelines.speech import explicit_memory as em
 from talkingmem.memface.renderer import read_memory
 
 

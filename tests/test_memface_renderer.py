@@ -9,11 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines import speech_layout, video_io
-from data_pipelines.synthetic import appearance
-from data_pipelines.synthetic import face_model as fm
-from data_pipelines.synthetic import renderer as renderer_lib
-from data_pipelines.synthetic import scene as scene_lib
+from data_pipelines import video_io
+
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic.engine import appearance
+from data_pipelines.synthetic.engine import face_model as fm
+from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic.engine import scene as scene_lib
 from talkingmem import sharding, train
 from talkingmem.memface import renderer
 from talkingmem.memface.renderer_task import RendererTask, box_mask, masked_l1
@@ -167,8 +169,8 @@ def test_training_run_on_rendered_frames_writes_the_outputs(tmp_path):
 def test_lpips_is_evaluated_when_weights_are_given(tmp_path):
   """config.eval.lpips_backbone adds per-example LPIPS equal to the standalone metric's."""
   from talkingmem.metrics import lpips  # pylint: disable=g-import-not-at-top
-  from test_metrics_lpips import _torchvision_state_dict  # Random weights in torchvision layout.
-  np.savez(tmp_path / "alex.npz", **_torchvision_state_dict("alex"))
+  from lpips_weights import torchvision_state_dict  # Random weights in torchvision layout.
+  np.savez(tmp_path / "alex.npz", **torchvision_state_dict("alex"))
   config = configs.get_config("tiny")
   config.model.memory = "none"  # No memory: no data store needed for init.
   assert get_task(config).lpips_variables is None  # Off by default.

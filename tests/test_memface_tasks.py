@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from data_pipelines import speech_layout
-from data_pipelines.synthetic import speech
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic import speech_audio as speech
 from talkingmem import train
 from talkingmem.memface import tasks
 from talkingmem.task import get_task

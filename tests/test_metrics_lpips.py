@@ -7,20 +7,7 @@ import skimage.transform
 
 from talkingmem.metrics import lpips
 
-
-def _torchvision_state_dict(net: str, seed: int = 0) -> dict[str, np.ndarray]:
-  """Random He-scaled weights in torchvision layout, plus classifier keys."""
-  rng = np.random.default_rng(seed)
-  sd = {"classifier.1.weight": np.zeros((4, 4), np.float32)}
-  for op in lpips._ARCH[net]:  # pylint: disable=protected-access
-    if op[0] == "conv":
-      _, idx, cin, cout, k, _, _ = op
-      std = np.sqrt(2.0 / (cin * k * k))
-      sd[f"features.{idx}.weight"] = (
-          rng.standard_normal((cout, cin, k, k)) * std).astype(np.float32)
-      sd[f"features.{idx}.bias"] = (
-          rng.standard_normal(cout) * 0.1).astype(np.float32)
-  return sd
+from lpips_weights import torchvision_state_dict  # tests/ is on sys.path under pytest.
 
 
 def _heads(net: str, seed: int = 0) -> dict[str, np.ndarray]:
@@ -34,7 +21,7 @@ def _heads(net: str, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _variables(net: str) -> dict:
-  params = {"backbone": lpips.convert_backbone(_torchvision_state_dict(net),
+  params = {"backbone": lpips.convert_backbone(torchvision_state_dict(net),
                                                net)}
   params.update(lpips.convert_linear_heads(_heads(net), net))
   return {"params": params}
@@ -58,12 +45,12 @@ def test_converter_matches_module_shapes(net):
 
 
 def test_converter_rejects_wrong_layout():
-  sd = _torchvision_state_dict("alex")
+  sd = torchvision_state_dict("alex")
   del sd["features.8.bias"]
   with pytest.raises(ValueError, match="features.8.bias"):
     lpips.convert_backbone(sd, "alex")
   with pytest.raises(ValueError, match="features.0.weight"):
-    lpips.convert_backbone(_torchvision_state_dict("alex"), "vgg")
+    lpips.convert_backbone(torchvision_state_dict("alex"), "vgg")
   bad_heads = {k: -v for k, v in _heads("alex").items()}
   with pytest.raises(ValueError, match="non-negative"):
     lpips.convert_linear_heads(bad_heads, "alex")
@@ -122,7 +109,7 @@ def _np_lpips_alex(a: np.ndarray, b: np.ndarray, sd: dict,
 
 
 def test_first_conv_matches_numpy_reference(face64):
-  sd = _torchvision_state_dict("alex")
+  sd = torchvision_state_dict("alex")
   params = {"params": lpips.convert_backbone(sd, "alex")}
   x = np.random.default_rng(3).standard_normal((2, 37, 41, 3)).astype(
       np.float32)
@@ -136,7 +123,7 @@ def test_first_conv_matches_numpy_reference(face64):
 
 
 def test_alex_matches_numpy_lpips(face64, tmp_path):
-  sd = _torchvision_state_dict("alex")
+  sd = torchvision_state_dict("alex")
   np.savez(tmp_path / "alex_backbone.npz", **sd)
   heads = _heads("alex")
   np.savez(tmp_path / "alex_heads.npz", **heads)

@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from talkingmem.metrics import sync
+from talkingmem.metrics import sync, syncnet_weights
 from talkingmem.tools import convert_syncnet
 
-import test_torch_io  # tests/ is on sys.path under pytest: its torch.save imitation.
+import torch_files  # tests/ is on sys.path under pytest: a torch.save imitation.
 
 # SyncNetModel.S as torch declares it: (sequential, index, kind, args).
 TORCH_LAYERS = [
@@ -87,7 +87,7 @@ def _audio_reference(sd, x):  # x (N, 1, 13, 20)
 def converted(tmp_path_factory):
   sd = _torch_state_dict(np.random.default_rng(0))
   path = tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model"
-  test_torch_io._save_legacy({k: test_torch_io._FakeTensor.of(v) for k, v in sd.items()}, path)
+  torch_files.save_legacy({k: torch_files.FakeTensor.of(v) for k, v in sd.items()}, path)
   out = path.with_suffix(".npz")
   count = convert_syncnet.convert(path, out)
   return sd, out, count
@@ -125,8 +125,8 @@ def test_lip_stream_shapes():
 
 
 def test_rejects_foreign_state_dict(tmp_path):
-  with pytest.raises(convert_syncnet.ConversionError, match="unexpected key"):
-    convert_syncnet.flat_variables({"features.0.weight": np.zeros((3, 3, 3, 3))})
+  with pytest.raises(syncnet_weights.ConversionError, match="unexpected key"):
+    syncnet_weights.flat_variables({"features.0.weight": np.zeros((3, 3, 3, 3))})
   bad = tmp_path / "bad.npz"
   np.savez(bad, **{"params/netfcaud_0/kernel": np.zeros((2, 2))})
   with pytest.raises(sync.SyncNetWeightsError, match="does not fit"):

@@ -5,10 +5,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data_pipelines import augmentation
-from data_pipelines import fomm_layout
-from data_pipelines import pair_source
-from data_pipelines import pipelines
+from data_pipelines.fomm import augmentation
+from data_pipelines.fomm import layout as fomm_layout
+from data_pipelines.fomm import pairs as pair_source
+from data_pipelines.fomm import pipelines
 from data_pipelines import video_io
 
 NUM_IDS, VIDS_PER_ID, FRAMES, SIZE = 4, 2, 6, 16
@@ -271,7 +271,7 @@ def test_make_global_batch_on_eight_devices():
 
 
 def test_tfds_format_gives_the_same_pairs(root, store, tmp_path):
-  from data_pipelines import tfds_builders  # pylint: disable=g-import-not-at-top
+  from data_pipelines.fomm import tfds_builders  # pylint: disable=g-import-not-at-top
   tfds_builders.build('voxceleb', root, tmp_path)
   folders = list(zip(range(2), pipelines.train_dataset(_config(root, augment=True),
                                                        store=store)))
@@ -283,7 +283,7 @@ def test_tfds_format_gives_the_same_pairs(root, store, tmp_path):
 
 def test_global_batches_do_not_depend_on_process_count():
   """Process p's local batch fills rows [p*L, (p+1)*L) of every global batch, as one process would."""
-  from data_pipelines.pipelines import train_slot_dataset
+  from data_pipelines.fomm.pipelines import train_slot_dataset
   global_batch, batches = 8, 3
   one = train_slot_dataset(10, seed=3, process_index=0, process_count=1, num_epochs=4,
                            local_batch=global_batch)

@@ -17,9 +17,9 @@ import pytest
 import skimage.data
 from scipy.io import wavfile
 
-from data_pipelines import prepare_speaker
+from data_pipelines.speech import prepare_speaker
 from data_pipelines import video_io
-from data_pipelines.synthetic import speech
+from data_pipelines.synthetic import speech_audio as speech
 
 NUM_FRAMES = 260
 SHORT_GAP = (100, 103)

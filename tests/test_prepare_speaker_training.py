@@ -18,11 +18,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import prepare_speaker
-from data_pipelines import speech_layout
+from data_pipelines.speech import prepare_speaker
+from data_pipelines.speech import layout as speech_layout
 from data_pipelines import video_io
-from data_pipelines.synthetic import renderer as renderer_lib
-from data_pipelines.synthetic import scene as scene_lib
+from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic.engine import scene as scene_lib
 from talkingmem import train
 import test_face_fitting  # pylint: disable=g-bad-import-order
 

@@ -3,12 +3,12 @@ cover the mouth whatever its shape, boxes and shading are where the face is."""
 import numpy as np
 import pytest
 
-from data_pipelines import face_fitting
-from data_pipelines import renderer_inputs as ri
-from data_pipelines.synthetic import appearance
-from data_pipelines.synthetic import face_model as fm
-from data_pipelines.synthetic import renderer as renderer_lib
-from data_pipelines.synthetic import scene as scene_lib
+from data_pipelines.speech import face_fitting
+from data_pipelines.speech import renderer_inputs as ri
+from data_pipelines.synthetic.engine import appearance
+from data_pipelines.synthetic.engine import face_model as fm
+from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic.engine import scene as scene_lib
 
 SIZE = 64
 POSES = [[0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.35, -0.12, 0.1, 0.05, -0.04, 0.9],

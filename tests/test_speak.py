@@ -14,11 +14,16 @@ import pytest
 from scipy import signal
 from scipy.io import wavfile
 
-from data_pipelines import renderer_inputs, speech_layout, video_io
-from data_pipelines.synthetic import face_model as face_model_lib
-from talkingmem import checkpointing, speak
+from data_pipelines import video_io
+
+from data_pipelines.speech import renderer_inputs
+
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic.engine import face_model as face_model_lib
+from talkingmem import checkpointing
+from talkingmem.memface import speak
 from talkingmem.memface import a2e, renderer
-from talkingmem.memface import explicit_memory
+from data_pipelines.speech import explicit_memory
 
 SIZE = 32
 REPO = pathlib.Path(__file__).resolve().parents[1]

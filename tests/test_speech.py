@@ -5,7 +5,7 @@ import ctypes
 import numpy as np
 import pytest
 
-from data_pipelines.synthetic import speech
+from data_pipelines.synthetic import speech_audio as speech
 
 needs_espeak = pytest.mark.skipif(not speech.is_available(),
                                   reason=f"libespeak-ng missing: {speech.INSTALL_HINT}")

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines import speech_layout
-from data_pipelines.synthetic import face_model as face_model_lib
-from data_pipelines.synthetic import speech
-from data_pipelines.synthetic import speech_dataset
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic.engine import face_model as face_model_lib
+from data_pipelines.synthetic import speech_audio as speech
+from data_pipelines.synthetic import speech_set as speech_dataset
 from data_pipelines.synthetic import visemes
 
 needs_espeak = pytest.mark.skipif(not speech.is_available(),

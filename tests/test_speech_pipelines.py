@@ -5,10 +5,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from data_pipelines import speech_layout
-from data_pipelines import speech_pipelines as sp
-from data_pipelines.synthetic import face_model as face_model_lib
-from talkingmem.memface import audio as audio_lib
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.speech import pipelines as sp
+from data_pipelines.synthetic.engine import face_model as face_model_lib
+from data_pipelines import audio as audio_lib
 
 EXP_NAMES = ("jaw_open", "lip_round", "lip_stretch", "blink_left", "brow_raise")
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from data_pipelines import speech_layout
-from data_pipelines import speech_pipelines
-from data_pipelines import speech_tfds
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.speech import pipelines as speech_pipelines
+from data_pipelines.speech import tfds as speech_tfds
 
 _T = 6  # Frames per clip (0.24 s of audio).
 

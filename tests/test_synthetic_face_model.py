@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_pipelines.synthetic import face_model as fm
+from data_pipelines.synthetic.engine import face_model as fm
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from data_pipelines import video_io
-from data_pipelines.synthetic import face_model as fm
-from data_pipelines.synthetic import generate
-from data_pipelines.synthetic import motion
+from data_pipelines.synthetic.engine import face_model as fm
+from data_pipelines.synthetic import video_set as generate
+from data_pipelines.synthetic.engine import motion
 
 SMALL = dict(num_identities=3, clips_per_identity=2, frames_per_clip=4, size=32,
              test_fraction=0.34, video_format="png")

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from data_pipelines.synthetic import appearance
-from data_pipelines.synthetic import face_model as fm
-from data_pipelines.synthetic import occluders
-from data_pipelines.synthetic import rasterizer
-from data_pipelines.synthetic import renderer as renderer_lib
-from data_pipelines.synthetic import scene as scene_lib
+from data_pipelines.synthetic.engine import appearance
+from data_pipelines.synthetic.engine import face_model as fm
+from data_pipelines.synthetic.engine import occluders
+from data_pipelines.synthetic.engine import rasterizer
+from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic.engine import scene as scene_lib
 
 SIZE = 64
 FRONTAL = [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipelines import fomm_layout
-from data_pipelines import tfds_builders
-from data_pipelines import tfds_store
+from data_pipelines.fomm import layout as fomm_layout
+from data_pipelines.fomm import tfds_builders
+from data_pipelines.fomm import tfds_store
 from data_pipelines import video_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +85,7 @@ def test_prepare_command_prints_one_json_line(tmp_path):
   source = tmp_path / 'src'
   _make_source(source)
   proc = subprocess.run(
-      [sys.executable, '-m', 'data_pipelines.prepare', '--dataset', 'hdtf',
+      [sys.executable, '-m', 'data_pipelines.fomm.prepare', '--dataset', 'hdtf',
        '--source', str(source), '--out', str(tmp_path / 'out'), '--encoding', 'jpeg'],
       cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
   lines = proc.stdout.strip().splitlines()

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from data_pipelines.synthetic import speech, visemes
+from data_pipelines.synthetic import visemes
+
+from data_pipelines.synthetic import speech_audio as speech
 
 NAMES = visemes.NAMES
 # Long, separated segments so each target is reached: pause, /A:/, pause, /m/, pause.

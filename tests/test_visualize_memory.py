@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import skimage.data
 
-from talkingmem import animate
+from talkingmem.mcnet import animate
 from talkingmem.mcnet.config import tiny_model_config
-from talkingmem.tools import visualize_memory as vm
+from talkingmem.mcnet.tools import visualize_memory as vm
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from data_pipelines import pipelines, video_io
-from talkingmem.animate import animate_frames  # the batched, jitted animation loop lives there
+from data_pipelines import video_io
+
+from data_pipelines.fomm import pipelines
+from talkingmem.mcnet.animate import animate_frames  # the batched, jitted animation loop lives there
 
 
 def held_out_evaluation(task, variables) -> dict[str, Any]:

@@ -7,14 +7,7 @@ import jax.numpy as jnp
 
 from talkingmem.nn.antialias import antialias_downsample
 from talkingmem.nn.blocks import Hourglass, conv
-from talkingmem.nn.warp import grid_sample, make_coordinate_grid
-
-
-def kp_to_gaussian(kp: jax.Array, height: int, width: int, variance: float) -> jax.Array:
-  """exp(-|grid - kp|^2 / (2 variance)) for each keypoint: (B, K, 2) -> (B, H, W, K)."""
-  grid = make_coordinate_grid(height, width, kp.dtype)
-  diff = grid[None, :, :, None, :] - kp[:, None, None, :, :]
-  return jnp.exp(-0.5 * jnp.sum(jnp.square(diff), axis=-1) / variance)
+from talkingmem.nn.warp import grid_sample, kp_to_gaussian, make_coordinate_grid
 
 
 def inverse(matrices: jax.Array) -> jax.Array:

@@ -1,60 +1,37 @@
 """MCNet as a trainer task: data, the official objective, optimizer, evaluation and demo outputs."""
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Iterator
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import pipelines
+from data_pipelines.fomm import pipelines
+from data_pipelines.synthetic import video_set
+from talkingmem import losses as image_losses
 from talkingmem.mcnet import losses
 from talkingmem.mcnet.model import MCNet
 from talkingmem.metrics import image as image_metrics
 from talkingmem.nn import vgg
 from talkingmem.nn.warp import resize_bilinear_align_corners
+from talkingmem.synthetic_data import ensure_synthetic
 from talkingmem.task import Task
 
 MODULES = ("kp_detector", "generator")
 
 
 def ensure_synthetic_data(data_config) -> None:
-  """Generates the embedded synthetic dataset into data.root the first time it is needed.
-
-  Process 0 generates; with several processes every one of them meets at a barrier (always, so that a
-  process that finds the data already written cannot skip it), assuming a shared filesystem.
-  """
+  """Generates the embedded synthetic talking-face set into data.root the first time it is needed."""
   synth = data_config.get("synthetic")
   if synth is None:
     return
-  root = pathlib.Path(data_config.root)
-  info_path = root / "dataset_info.json"
-  if info_path.exists():
-    check_synthetic_info(json.loads(info_path.read_text()), synth.to_dict(),
-                         int(data_config.image_size), root)
-  if jax.process_index() == 0 and not info_path.exists():
-    from data_pipelines.synthetic.generate import generate_dataset
-    logging.info("Generating the synthetic talking-face dataset into %s (first run only)", root)
-    info = generate_dataset(root, size=int(data_config.image_size), seed=int(data_config.seed),
-                            **synth.to_dict())
-    logging.info("synthetic data: %s", info)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("synthetic data")
-
-
-def check_synthetic_info(info: dict, requested: dict, image_size: int, root: pathlib.Path) -> None:
-  """Refuses to train on a cached synthetic dataset made with other settings than the config asks."""
-  wanted = dict(requested, size=image_size)
-  differ = {k: (info.get(k), v) for k, v in wanted.items() if k in info and info[k] != v}
-  if differ:
-    detail = ", ".join(f"{k}: on disk {a!r}, config {b!r}" for k, (a, b) in sorted(differ.items()))
-    raise ValueError(f"{root} holds a synthetic dataset generated with other settings ({detail}). "
-                     "Delete that folder to regenerate it, or set --config.data.root to another folder.")
+  size, seed = int(data_config.image_size), int(data_config.seed)
+  ensure_synthetic(data_config.root, dict(synth.to_dict(), size=size),
+                   lambda root: video_set.generate_dataset(root, size=size, seed=seed, **synth.to_dict()),
+                   "talking-face dataset")
 
 
 def cast_floats(tree: Any, dtype) -> Any:
@@ -92,13 +69,12 @@ class MCNetTask(Task):
       seen.add(chunk["video"])
       if max_videos is not None and len(seen) > max_videos:
         return
-      n = len(chunk["driving"])
       yield {"source": np.broadcast_to(chunk["source"], chunk["driving"].shape),
              "driving": chunk["driving"], "valid": chunk["valid"]}
 
   def steps_per_epoch(self) -> int:
     store = pipelines.make_store(self.config.data)
-    from data_pipelines.pair_source import TrainPairSource
+    from data_pipelines.fomm.pairs import TrainPairSource
     slots = len(TrainPairSource(store, split=self.config.data.get("train_split", "train"),
                                 num_repeats=self.config.data.num_repeats,
                                 id_sampling=self.config.data.id_sampling))
@@ -116,7 +92,7 @@ class MCNetTask(Task):
 
   def _pyramid(self, images):
     scales = tuple(self.config.discriminator.scales)
-    return losses.image_pyramid(images, scales)
+    return image_losses.image_pyramid(images, scales)
 
   def _gan_terms(self, d_params, prediction, target, kp_driving) -> dict:
     """LSGAN + feature matching (FOMM). One simultaneous update: the generator terms see a frozen
@@ -183,10 +159,10 @@ class MCNetTask(Task):
     terms = {}
     if c.perceptual > 0:
       if self.vgg_params is not None:
-        terms["perceptual"] = losses.perceptual_loss(self.vgg_params, pred, target, tuple(c.scales),
+        terms["perceptual"] = image_losses.perceptual_loss(self.vgg_params, pred, target, tuple(c.scales),
                                                      (c.perceptual,) * 5)
       else:
-        terms["pixel_pyramid"] = losses.pixel_pyramid_loss(pred, target, tuple(c.scales), c.perceptual)
+        terms["pixel_pyramid"] = image_losses.pixel_pyramid_loss(pred, target, tuple(c.scales), c.perceptual)
     if c.equivariance_value > 0 or c.equivariance_jacobian > 0:
       detect = lambda x: f32(run(MCNet.detect, x.astype(src.dtype)))  # noqa: E731
       value, jacobian = losses.equivariance_losses(

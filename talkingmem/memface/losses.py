@@ -17,7 +17,7 @@ class MouthModel(NamedTuple):
   """A linear 3D face model restricted to the mouth vertices (a pytree, so it can enter jit).
 
   vertices = mean + id . id_basis + exp . exp_basis for Vm mouth vertices; bases are
-  component-first, as the repo's face-model schema (data_pipelines/synthetic/face_model.py).
+  component-first, as the repo's face-model schema (data_pipelines/synthetic/engine/face_model.py).
   """
   mean: jax.Array  # (Vm, 3)
   id_basis: jax.Array  # (K_id, Vm, 3)

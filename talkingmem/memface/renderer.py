@@ -9,7 +9,7 @@ weighted mixture of the values (mouth patches, p x p x 3); a small conv encoder 
 bottleneck's size and it is concatenated with the bottleneck features and merged by a conv.
 
 Variants (`config.memory`):
-  'explicit'  keys/values from the speaker's video (talkingmem/memface/explicit_memory.py), passed
+  'explicit'  keys/values from the speaker's video (data_pipelines/speech/explicit_memory.py), passed
               in `memory` (one speaker, or stacked speakers + the batch's `speaker` index);
   'implicit'  the ablation "w/ impl. mem.": N learned keys (in the query space standardised by
               `memory['key_mean']`, `memory['key_scale']` when given) and N learned patches;
@@ -159,7 +159,7 @@ class NeuralRenderer(nn.Module):
     if c.memory == "explicit":
       if memory is None or "keys" not in memory:
         raise ValueError("memory='explicit' needs the speaker's explicit memory (keys, values, "
-                         "...) from talkingmem.memface.explicit_memory")
+                         "...) from data_pipelines.speech.explicit_memory")
       if memory["keys"].shape[-1] != query.shape[-1]:
         raise ValueError(f"memory keys have {memory['keys'].shape[-1]} coordinates, the query "
                          f"{query.shape[-1]}")

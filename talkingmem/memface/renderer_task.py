@@ -1,8 +1,8 @@
 """MemFace stage 2 as a trainer task: the neural renderer with the explicit memory (paper Sec. 3.3).
 
-Data: frames of the speakers' videos with their 3DMM fits (data_pipelines/renderer_pipelines.py).
+Data: frames of the speakers' videos with their 3DMM fits (data_pipelines/speech/renderer_pipelines.py).
 Memory: one explicit memory per training speaker, built at the first use from the speaker's
-training frames (greedy selection, talkingmem/memface/explicit_memory.py) or loaded from
+training frames (greedy selection, data_pipelines/speech/explicit_memory.py) or loaded from
 `config.explicit_memory.paths` ({speaker: .npz}); stacked over speakers in the 'explicit_memory'
 variable collection (not trained, saved with the checkpoints, replaceable with `with_memories` for
 a new speaker), and read with the batch's speaker index. Training reads leave-one-out: memory slots
@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import renderer_pipelines
-from talkingmem.mcnet import losses as mcnet_losses
-from talkingmem.memface import explicit_memory as memory_lib
+from data_pipelines.speech import renderer_pipelines
+from talkingmem import losses as image_losses
+from data_pipelines.speech import explicit_memory as memory_lib
 from talkingmem.memface.renderer import NeuralRenderer, PatchDiscriminator
 from talkingmem.memface.tasks import ensure_synthetic_speech
 from talkingmem.metrics import image as image_metrics
@@ -205,10 +205,10 @@ class RendererTask(Task):
     if c.perceptual > 0:
       scales = tuple(c.scales)
       if self.vgg_params is not None:
-        terms["perceptual"] = mcnet_losses.perceptual_loss(self.vgg_params, pred, target, scales,
+        terms["perceptual"] = image_losses.perceptual_loss(self.vgg_params, pred, target, scales,
                                                            (c.perceptual,) * 5)
       else:
-        terms["pixel_pyramid"] = mcnet_losses.pixel_pyramid_loss(pred, target, scales,
+        terms["pixel_pyramid"] = image_losses.pixel_pyramid_loss(pred, target, scales,
                                                                  c.perceptual)
     if self.use_gan:
       terms.update(self._gan_terms(params["discriminator"], pred, batch))

@@ -17,31 +17,30 @@ import json
 import pathlib
 from typing import Any, Iterator, NamedTuple
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data_pipelines import speech_pipelines
+from data_pipelines.speech import pipelines as speech_pipelines
+from data_pipelines.synthetic import speech_set
 from talkingmem.memface import a2e
 from talkingmem.memface import losses
 from talkingmem.memface import memory as memory_lib
+from talkingmem.synthetic_data import ensure_synthetic
 from talkingmem.task import Task
 
 
 def ensure_synthetic_speech(data_config) -> None:
   """Generates the synthetic speech set into data.root the first time it is needed."""
-  root = pathlib.Path(data_config.root)
   synth = data_config.get("synthetic")
-  if synth is None or (root / "dataset_info.json").exists():
+  if synth is None:
     return
-  if jax.process_index() == 0:
-    from data_pipelines.synthetic.speech_dataset import generate_speech_dataset
-    logging.info("Generating the synthetic speech dataset into %s (first run only)", root)
-    info = generate_speech_dataset(root, seed=int(data_config.get("synthetic_seed", 0)),
-                                   **synth.to_dict())
-    logging.info("synthetic speech data: %s", info)
+  seed = int(data_config.get("synthetic_seed", 0))
+  wanted = {k: v for k, v in synth.to_dict().items() if k != "size" or synth.get("render")}
+  ensure_synthetic(data_config.root, dict(wanted, seed=seed),
+                   lambda root: speech_set.generate_speech_dataset(root, seed=seed, **synth.to_dict()),
+                   "speech dataset")
 
 
 # --------------------------------------------------------------------------------------------------

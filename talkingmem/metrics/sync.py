@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from talkingmem.metrics import syncnet_weights
+
 SAMPLE_RATE = 16000
 FPS = 25
 LIP_FRAMES = 5
@@ -178,7 +180,6 @@ def variable_shapes(embed_dim: int = EMBED_DIM) -> dict:
 def load_variables(path: str | os.PathLike) -> dict:
   """SyncNet variables from a converted `.npz` or the original `syncnet_v2.model` (torch file)."""
   from flax.traverse_util import unflatten_dict  # pylint: disable=g-import-not-at-top
-  from talkingmem.tools import convert_syncnet  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   if not path.is_file():
     raise SyncNetWeightsError(f"SyncNet weights {path} not found (syncnet_v2.model from "
@@ -187,7 +188,7 @@ def load_variables(path: str | os.PathLike) -> dict:
     with np.load(path) as data:
       flat = {tuple(k.split("/")): data[k] for k in data.files}
   else:
-    flat = convert_syncnet.flat_variables(convert_syncnet.read_state_dict(path))
+    flat = syncnet_weights.flat_variables(syncnet_weights.read_state_dict(path))
   variables = unflatten_dict(flat)
   want = {k: v.shape for k, v in _flat(variable_shapes()).items()}
   have = {k: tuple(np.shape(v)) for k, v in flat.items()}

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from talkingmem.mcnet.dense_motion import kp_to_gaussian
 from talkingmem.nn.antialias import antialias_downsample
 from talkingmem.nn.blocks import InstanceNorm, conv
+from talkingmem.nn.warp import kp_to_gaussian
 
 
 def scale_key(scale: float) -> str:

@@ -108,3 +108,10 @@ def deform_input(features: jax.Array, deformation: jax.Array) -> jax.Array:
 def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
   """Nearest-neighbour upsampling by an integer factor (F.interpolate default mode)."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def kp_to_gaussian(kp: jax.Array, height: int, width: int, variance: float) -> jax.Array:
+  """exp(-|grid - kp|^2 / (2 variance)) for each keypoint: (B, K, 2) -> (B, H, W, K)."""
+  grid = make_coordinate_grid(height, width, kp.dtype)
+  diff = grid[None, :, :, None, :] - kp[:, None, None, :, :]
+  return jnp.exp(-0.5 * jnp.sum(jnp.square(diff), axis=-1) / variance)

@@ -1,0 +1,46 @@
+"""Builds a talking-head TFDS dataset (ArrayRecord) from a FOMM-layout folder.
+
+  python -m data_pipelines.fomm.prepare --dataset voxceleb --source VOX_PNG_ROOT \
+      --out ~/tensorflow_datasets [--encoding jpeg] [--image_size 256]
+
+Works offline. Stdout is one JSON line: builder dir, videos
+and frames per split, and skipped videos with their reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+
+from data_pipelines.fomm import tfds_builders
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--dataset', required=True, choices=sorted(tfds_builders.BUILDERS))
+  parser.add_argument('--source', required=True, help='FOMM-layout root folder')
+  parser.add_argument('--out', required=True, help='TFDS data_dir to write into')
+  parser.add_argument('--encoding', default='png', choices=('png', 'jpeg'))
+  parser.add_argument('--image_size', type=int, default=None,
+                      help='resize frames to this square size (default: keep)')
+  parser.add_argument('--jpeg_quality', type=int, default=95)
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+  # TFDS prints progress to stdout; keep stdout for the JSON result alone.
+  with contextlib.redirect_stdout(sys.stderr):
+    result = tfds_builders.build(
+        args.dataset, args.source, args.out, encoding=args.encoding,
+        image_size=args.image_size, jpeg_quality=args.jpeg_quality)
+  print(json.dumps(result, sort_keys=True), flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,401 @@
+"""Synthetic multi-speaker speech + face-coefficient dataset for MemFace stage 1 (and stage 2).
+
+Why synthetic: the audio-to-expression problem is one-to-many (the same sound is articulated
+differently by different people, and differently by one person on different days). This set makes
+that structure explicit and controllable:
+
+  * text: GRID-style commands ("bin blue at f two now") and free sentences from a word list, so the
+    phoneme inventory is broad and no download is needed;
+  * audio: espeak-ng, 16 kHz mono, T / 25 s long for T frames; each speaker owns 2-3 voices
+    (accent x voice variant x pitch x speed) drawn from a shared pool, so voices overlap across
+    speakers and the audio only partly identifies who speaks; per-clip pitch / speed jitter,
+    microphone gain, leading and trailing silence and a little noise;
+  * mouth: phoneme -> viseme -> coefficients with co-articulation (`visemes.mouth_track`), bent by a
+    per-speaker `SpeakerStyle` (amplitude, rounding / spreading habits, smile habit, asymmetry,
+    anticipation, within-speaker variability) -> the synthetic face model's expression components;
+  * the rest of the face: blinks, brow motion, gaze and head pose drawn independently of the audio;
+  * optional frames rendered by the synthetic renderer at 25 fps (`render=False` skips them: stage 1
+    needs only audio, coefficients and vertices).
+
+Output, in the per-speaker layout of `data_pipelines/speech/layout.py` (real data uses the same):
+
+  out/face_model.npz  dataset_info.json
+  out/spk000/speaker.json            style, voices, identity (for analysis only)
+  out/spk000/clip0000/audio.wav      16 kHz mono int16
+                      coeffs.npz     exp (T, n_exp), id (n_id,), pose (T, 6), exp_names, fps
+                      mouth_vertices.npy  (T, M, 3) model space (pose-free)
+                      meta.json      text, voice settings, phoneme segmentation
+                      video.mp4      25 fps with the audio muxed in (render=True only)
+
+Determinism: every clip is generated in a fresh worker process (forkserver, one task per process),
+so espeak-ng's cross-call state (see `speech.py`) never leaks between clips and each clip, audio
+included, is a pure function of (seed, speaker, clip): the output does not depend on the worker
+count or on the order. Text, voice settings, style, pose, blinks and the coefficient / vertex
+arrays are drawn from numpy generators keyed on (seed, speaker, clip); coefficients depend on audio
+only through espeak's phoneme timings, which are reproducible in a fresh process.
+
+  python -m data_pipelines.synthetic.speech_set --out DIR --num_speakers 16 \
+      --clips_per_speaker 40 [--render --size 64] [--workers N]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from data_pipelines.synthetic.engine import face_model as face_model_lib
+from data_pipelines.synthetic.engine import motion as motion_lib
+from data_pipelines.synthetic import speech_audio as speech
+from data_pipelines.synthetic import visemes
+
+FPS = 25
+SAMPLE_RATE = speech.SAMPLE_RATE
+IDENTITY_OFFSET = 1 << 20  # Face identities distinct from the MCNet synthetic set's.
+_SPEAKER_KEY, _CLIP_KEY = 2, 3  # spawn_key namespaces (generate.py uses 0 and 1).
+_PLAN, _MOTION, _AUDIO = 0, 1, 2  # Independent streams of one clip.
+
+# --------------------------------------------------------------------------------------------------
+# Text.
+
+GRID = dict(
+    command=("bin", "lay", "place", "set"), colour=("blue", "green", "red", "white"),
+    preposition=("at", "by", "in", "with"), letter=tuple("abcdefghijklmnopqrstuvxyz"),
+    digit=("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    adverb=("again", "now", "please", "soon"))
+SUBJECTS = ("the farmer", "my brother", "a young boy", "the old woman", "her father", "the pilot",
+            "a teacher", "the captain", "our neighbour", "the doctor", "my mother", "a sailor",
+            "the children", "his wife", "the baker", "a tourist", "the judge", "the queen")
+VERBS = ("bought", "painted", "found", "moved", "shared", "watched", "fixed", "washed", "opened",
+         "carried", "pushed", "threw", "chose", "loved", "measured", "borrowed", "fed", "sold")
+OBJECTS = ("a blue umbrella", "the wooden boat", "five ripe peaches", "an old map",
+           "the broken fence", "a cup of coffee", "the heavy box", "some fresh bread",
+           "a tiny puppy", "the purple shoes", "a bowl of soup", "the shiny watch",
+           "two cheap chairs", "a huge pumpkin", "the yellow moon", "a loaf of cheese",
+           "the smooth rope", "a brave whale")
+PLACES = ("by the river", "in the garden", "at the market", "near the church", "on the roof",
+          "under the bridge", "behind the school", "through the forest", "across the valley",
+          "beside the pool", "in the morning", "after the show", "before the storm", "with joy")
+
+
+def sample_sentence(rng: np.random.Generator) -> str:
+  """A GRID command (40 %) or a free subject-verb-object sentence (60 %)."""
+  if rng.random() < 0.4:
+    return " ".join(str(rng.choice(GRID[k])) for k in
+                    ("command", "colour", "preposition", "letter", "digit", "adverb"))
+  words = [rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS)]
+  if rng.random() < 0.7:
+    words.append(rng.choice(PLACES))
+  return " ".join(str(w) for w in words) + "."
+
+
+# --------------------------------------------------------------------------------------------------
+# Speakers and clips (pure functions of the seed and indices).
+
+ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-gb-x-gbclan")
+VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5")
+
+
+@dataclasses.dataclass(frozen=True)
+class Voice:
+  """One espeak voice setting (see `speech.synthesize`)."""
+  voice: str
+  pitch: int
+  pitch_range: int
+  rate: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerProfile:
+  """Who speaks: face identity, articulation style, voices and microphone."""
+  name: str
+  index: int
+  identity_index: int
+  style: visemes.SpeakerStyle
+  voices: tuple[Voice, ...]
+  gain: float
+  head_motion: str  # motion.head_pose style: 'calm' or 'lively'.
+
+  def to_json(self) -> dict[str, Any]:
+    return dict(name=self.name, index=self.index, identity_index=self.identity_index,
+                style=dataclasses.asdict(self.style),
+                voices=[dataclasses.asdict(v) for v in self.voices],
+                gain=self.gain, head_motion=self.head_motion)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+  """What one clip says and how (drawn before synthesis)."""
+  speaker: str
+  name: str
+  index: int
+  text: str
+  voice: Voice
+  lead_silence_s: float
+  tail_silence_s: float
+  noise_std: float
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def speaker_name(index: int) -> str:
+  return f"spk{index:03d}"
+
+
+def clip_name(index: int) -> str:
+  return f"clip{index:04d}"
+
+
+def speaker_profile(seed: int, index: int) -> SpeakerProfile:
+  rng = _rng(seed, _SPEAKER_KEY, index)
+  style = visemes.SpeakerStyle.sample(rng)
+  voices = []
+  for _ in range(int(rng.integers(2, 4))):
+    voices.append(Voice(voice=f"{rng.choice(ACCENTS)}+{rng.choice(VARIANTS)}",
+                        pitch=int(rng.integers(25, 76)), pitch_range=int(rng.integers(30, 81)),
+                        rate=int(rng.integers(140, 201))))
+  return SpeakerProfile(name=speaker_name(index), index=index,
+                        identity_index=IDENTITY_OFFSET + index, style=style, voices=tuple(voices),
+                        gain=float(rng.uniform(0.5, 1.0)),
+                        head_motion=str(rng.choice(["calm", "lively"])))
+
+
+def clip_plan(seed: int, profile: SpeakerProfile, index: int, text: str | None = None,
+              voice: Voice | None = None) -> ClipPlan:
+  """The clip's text and voice; `text` / `voice` override the drawn ones (the draws still happen,
+  so the rest of the clip is unchanged)."""
+  rng = _rng(seed, _CLIP_KEY, profile.index, index, _PLAN)
+  drawn_text = sample_sentence(rng)
+  base = profile.voices[int(rng.integers(len(profile.voices)))]
+  drawn_voice = dataclasses.replace(
+      base, pitch=int(np.clip(base.pitch + rng.integers(-6, 7), 0, 100)),
+      rate=int(np.clip(base.rate * rng.uniform(0.9, 1.1), 80, 450)))
+  return ClipPlan(speaker=profile.name, name=clip_name(index), index=index,
+                  text=text if text is not None else drawn_text,
+                  voice=voice if voice is not None else drawn_voice,
+                  lead_silence_s=float(rng.uniform(0.05, 0.3)),
+                  tail_silence_s=float(rng.uniform(0.05, 0.3)),
+                  noise_std=float(rng.uniform(0.0005, 0.003)))
+
+
+def _pad_silence(clip: speech.SpeechClip, lead_s: float, tail_s: float
+                 ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+  lead, tail = int(round(lead_s * SAMPLE_RATE)), int(round(tail_s * SAMPLE_RATE))
+  audio = np.pad(clip.audio, (lead, tail))
+  shift = lead / SAMPLE_RATE
+  phonemes = [(0.0, shift, "_")] + [(s + shift, e + shift, p) for s, e, p in clip.phonemes]
+  end = len(audio) / SAMPLE_RATE
+  phonemes.append((phonemes[-1][1], end, "_"))
+  return audio, [p for p in phonemes if p[1] > p[0]]
+
+
+def _brows(rng: np.random.Generator, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+  """Slow brow raise / frown independent of the audio."""
+  raise_ = np.clip(rng.uniform(0, 0.4) * motion_lib.smooth_noise(rng, num_frames, 0.8 * FPS), 0, 1)
+  frown = np.clip(rng.uniform(0, 0.3) * motion_lib.smooth_noise(rng, num_frames, 1.0 * FPS), 0, 1)
+  return raise_, frown
+
+
+def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerProfile,
+                  plan: ClipPlan, render: bool = False, size: int = 64) -> dict[str, Any]:
+  """Audio, per-frame coefficients / pose / mouth vertices (and frames) of one clip.
+
+  Call in a fresh process for bit-reproducible audio (see the module docstring).
+  """
+  voice = plan.voice
+  spoken = speech.synthesize(plan.text, voice=voice.voice, rate=voice.rate, pitch=voice.pitch,
+                             pitch_range=voice.pitch_range)
+  audio, phonemes = _pad_silence(spoken, plan.lead_silence_s, plan.tail_silence_s)
+  # Whole frames of audio (T / 25 s), so a video of T frames and its audio end together.
+  samples_per_frame = SAMPLE_RATE // FPS
+  num_frames = -(-len(audio) // samples_per_frame)
+  audio = np.pad(audio, (0, num_frames * samples_per_frame - len(audio)))
+  audio_rng = _rng(seed, _CLIP_KEY, profile.index, plan.index, _AUDIO)
+  audio = profile.gain * audio + plan.noise_std * audio_rng.standard_normal(len(audio))
+  audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+  rng = _rng(seed, _CLIP_KEY, profile.index, plan.index, _MOTION)
+  mouth, names = visemes.mouth_track(phonemes, profile.style, num_frames, FPS, rng)
+  exp = visemes.to_components(mouth, names, model.exp_names)
+  named_extra = {}
+  named_extra["blink_left"], named_extra["blink_right"] = motion_lib.blinks(rng, num_frames, FPS)
+  named_extra["brow_raise"], named_extra["brow_frown"] = _brows(rng, num_frames)
+  for name, track in named_extra.items():
+    if name in model.exp_names:
+      exp[:, model.exp_index(name)] = track
+  pose = motion_lib.head_pose(rng, num_frames, FPS, profile.head_motion)
+  gaze = motion_lib.gaze_track(rng, num_frames, FPS, pose[:, 0].astype(np.float64))
+
+  from data_pipelines.synthetic import video_set as generate  # Local: pulls in the renderer (cv2).
+  identity = generate.sample_identity(model, seed, profile.identity_index)
+  id_coeffs = identity.id_coeffs.astype(np.float32)
+  vertices = model.vertices(id_coeffs, exp)[:, model.mouth_vertex_ids].astype(np.float32)
+  out = dict(audio=audio, phonemes=phonemes, exp=exp.astype(np.float32), id=id_coeffs,
+             pose=pose.astype(np.float32), gaze=gaze.astype(np.float32), mouth_vertices=vertices)
+  if render:
+    from data_pipelines.synthetic.engine import scene as scene_lib
+    scene = scene_lib.sample_scene(_rng(seed, _SPEAKER_KEY, profile.index, 1))
+    clip_motion = motion_lib.ClipMotion(pose=pose, exp_coeffs=exp, gaze=gaze.astype(np.float32),
+                                        occluders=(), style=profile.head_motion)
+    out["frames"], _ = generate.render_clip(model, identity, scene, clip_motion, size)
+  return out
+
+
+def write_clip(clip_dir: pathlib.Path, clip: dict[str, Any], plan: ClipPlan,
+               exp_names: tuple[str, ...]) -> None:
+  """Writes one clip folder atomically (a temporary folder renamed at the end)."""
+  from data_pipelines.speech import layout as speech_layout  # Local: keeps worker start-up imports small.
+  tmp = clip_dir.with_name(f".{clip_dir.name}.tmp{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  speech_layout.write_clip(tmp, clip["audio"], clip["exp"], clip["id"], pose=clip["pose"],
+                           mouth_vertices=clip["mouth_vertices"], exp_names=exp_names,
+                           sample_rate=SAMPLE_RATE, gaze=clip["gaze"])
+  meta = dict(text=plan.text, voice=dataclasses.asdict(plan.voice), speaker=plan.speaker,
+              clip=plan.name, num_frames=int(len(clip["exp"])), fps=FPS,
+              duration_s=len(clip["audio"]) / SAMPLE_RATE,
+              phonemes=[[round(s, 4), round(e, 4), p] for s, e, p in clip["phonemes"]])
+  (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+  if "frames" in clip:
+    from data_pipelines import video_io
+    video_io.write_video(tmp / "video.mp4", clip["frames"], fps=FPS, audio_path=tmp / "audio.wav")
+  if clip_dir.exists():
+    shutil.rmtree(clip_dir)
+  os.replace(tmp, clip_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers: one process per clip (forkserver), so espeak starts from the same state every time.
+
+_MODEL: face_model_lib.FaceModel | None = None
+_MODULE = "data_pipelines.synthetic.speech_set"  # Not __name__: it is '__main__' under -m.
+
+
+def _init_worker(model_path: str) -> None:
+  global _MODEL
+  import cv2  # Parallelism comes from the processes.
+  cv2.setNumThreads(1)
+  _MODEL = face_model_lib.FaceModel.load(model_path)
+
+
+def _work(task: dict[str, Any]) -> dict[str, Any]:
+  profile = speaker_profile(task["seed"], task["speaker"])
+  plan = clip_plan(task["seed"], profile, task["clip"])
+  clip = generate_clip(_MODEL, task["seed"], profile, plan, task["render"], task["size"])
+  write_clip(pathlib.Path(task["out"]) / profile.name / plan.name, clip, plan, _MODEL.exp_names)
+  return dict(speaker=profile.name, clip=plan.name, frames=len(clip["exp"]),
+              seconds=len(clip["audio"]) / SAMPLE_RATE)
+
+
+@contextlib.contextmanager
+def _unnamed_main():
+  """Hides the __main__ module's name and file from multiprocessing while the pool lives.
+
+  Otherwise every worker re-imports the launching script first (e.g. talkingmem.main with JAX),
+  once per clip here. Workers only need this module, which the forkserver preloads.
+  """
+  main = sys.modules.get("__main__")
+  missing = object()
+  saved = {k: getattr(main, k, missing) for k in ("__spec__", "__file__")}
+  for key in saved:
+    setattr(main, key, None)
+  try:
+    yield
+  finally:
+    for key, value in saved.items():
+      if value is missing:
+        delattr(main, key)
+      else:
+        setattr(main, key, value)
+
+
+@contextlib.contextmanager
+def fresh_process_pool(workers: int, model_path: str):
+  """A pool whose every task runs in a new process forked from a clean server."""
+  ctx = multiprocessing.get_context("forkserver")
+  ctx.set_forkserver_preload([_MODULE, "data_pipelines.synthetic.video_set"])
+  with _unnamed_main(), ctx.Pool(workers, _init_worker, (model_path,), maxtasksperchild=1) as pool:
+    yield pool
+
+
+def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 16,
+                            clips_per_speaker: int = 40, seed: int = 0, render: bool = False,
+                            size: int = 64, workers: int | None = None) -> dict[str, Any]:
+  """Writes the dataset (see the module docstring) and returns the dataset_info.json summary.
+
+  Args:
+    out_dir: output root (created; existing clips are overwritten).
+    num_speakers: speakers, each with its own face, style and voices.
+    clips_per_speaker: sentences per speaker.
+    seed: global seed; the output is a function of it (and the counts) only.
+    render: also render `video.mp4` (25 fps, audio muxed in) at `size` x `size`.
+    size: frame size in pixels (even, for H.264).
+    workers: parallel processes (default: all CPUs); the output does not depend on it.
+  """
+  if not speech.is_available():
+    raise speech.EspeakUnavailableError(f"espeak-ng is needed: {speech.INSTALL_HINT}")
+  if render and size % 2:
+    raise ValueError(f"mp4 needs an even frame size, got {size}")
+  start = time.perf_counter()
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  model = face_model_lib.build_face_model()
+  model_path = out / "face_model.npz"
+  model.save(model_path)
+  for s in range(num_speakers):
+    (out / speaker_name(s)).mkdir(exist_ok=True)
+    profile = speaker_profile(seed, s)
+    (out / profile.name / "speaker.json").write_text(json.dumps(profile.to_json(), indent=1) + "\n")
+  tasks = [dict(seed=seed, speaker=s, clip=c, render=render, size=size, out=str(out))
+           for s in range(num_speakers) for c in range(clips_per_speaker)]
+  workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+  with fresh_process_pool(workers, str(model_path)) as pool:
+    results = list(pool.imap(_work, tasks, chunksize=1))
+  seconds = time.perf_counter() - start
+  info = dict(
+      kind="synthetic_speech", num_speakers=num_speakers, clips_per_speaker=clips_per_speaker,
+      num_clips=len(results), num_frames=int(sum(r["frames"] for r in results)),
+      audio_seconds=round(float(sum(r["seconds"] for r in results)), 3), fps=FPS,
+      sample_rate=SAMPLE_RATE, seed=seed, render=render, size=size if render else None,
+      workers=workers, generation_seconds=round(seconds, 3),
+      face_model=dict(num_vertices=model.num_vertices, n_id=model.n_id, n_exp=model.n_exp,
+                      exp_names=list(model.exp_names), mouth_vertices=len(model.mouth_vertex_ids)),
+      mouth_components=list(visemes.NAMES))
+  (out / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+  return info
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, help="output directory")
+  parser.add_argument("--num_speakers", type=int, default=16)
+  parser.add_argument("--clips_per_speaker", type=int, default=40)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--render", action="store_true", help="also render video.mp4 per clip")
+  parser.add_argument("--size", type=int, default=64, help="frame size with --render")
+  parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
+  args = parser.parse_args(argv)
+  # Through the importable module, so workers unpickle its functions rather than __main__'s.
+  import importlib
+  generate = importlib.import_module(_MODULE).generate_speech_dataset
+  info = generate(args.out, num_speakers=args.num_speakers,
+                  clips_per_speaker=args.clips_per_speaker, seed=args.seed, render=args.render,
+                  size=args.size, workers=args.workers)
+  keys = ("num_speakers", "clips_per_speaker", "num_clips", "num_frames", "audio_seconds", "render",
+          "workers", "generation_seconds")
+  print(json.dumps({**{k: info[k] for k in keys}, "out": str(args.out)}))
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,49 @@
+"""`--mode=animate`: a photo animated by a driving video, with our workdir or the official checkpoint.
+
+  python -m talkingmem.main --mode=animate --workdir=W|--checkpoint=vox.pth.tar --source=img.png \
+      --driving=video.mp4 --output=out.mp4 [--no_crop] [--norelative] [--adapt_scale] \
+      [--best_frame=N | --find_best_frame] [--side_by_side]
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+import ml_collections
+
+from talkingmem.mcnet.model_flags import define_model_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  define_model_flags()
+  flags.DEFINE_string("source", None, "Source image.")
+  flags.DEFINE_string("driving", None, "Driving video (file, frames folder or gif).")
+  flags.DEFINE_string("output", None, "Output .mp4 (with the driving audio), .gif or folder.")
+  flags.DEFINE_bool("no_crop", False, "Whole (centre-squared) images instead of dlib face crops.")
+  flags.DEFINE_bool("relative", True, "Relative motion (--norelative: absolute keypoints).")
+  flags.DEFINE_bool("adapt_scale", False, "Scale motion by the keypoint hull areas.")
+  flags.DEFINE_integer("best_frame", None, "Driving frame the relative motion starts from.")
+  flags.DEFINE_bool("find_best_frame", False, "That frame chosen by landmarks closest to the source.")
+  flags.DEFINE_bool("side_by_side", False, "Write source | driving | result.")
+  flags.DEFINE_integer("batch_size", 16, "Frames per batch.")
+
+
+def run(config: ml_collections.ConfigDict | None) -> None:
+  del config  # The model's own config comes with the workdir or checkpoint.
+  from talkingmem.mcnet import animate  # pylint: disable=g-import-not-at-top  (dlib, Orbax)
+  for name in ("source", "driving", "output"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--mode=animate needs --{name}")
+  options = animate.AnimateOptions(
+      crop=not FLAGS.no_crop, relative=FLAGS.relative, adapt_scale=FLAGS.adapt_scale,
+      best_frame=FLAGS.best_frame, find_best_frame=FLAGS.find_best_frame, side_by_side=FLAGS.side_by_side,
+      batch_size=FLAGS.batch_size)
+  try:
+    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+    summary = animate.animate(loaded, FLAGS.source, FLAGS.driving, FLAGS.output, options)
+  except (animate.AnimationInputError, animate.CheckpointMismatch, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(summary, indent=1))

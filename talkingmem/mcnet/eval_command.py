@@ -1,0 +1,48 @@
+"""`--mode=eval`: the FOMM reconstruction protocol (or a pair list) on a workdir or official checkpoint.
+
+  python -m talkingmem.main --mode=eval --workdir=W [--checkpoint=vox.pth.tar] [--pairs=pairs.csv] \
+      [--lpips_backbone=alexnet-owt-7be5be79.pth] [--face_metrics]
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+import ml_collections
+
+from talkingmem.mcnet.model_flags import define_model_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  define_model_flags()
+  flags.DEFINE_string("pairs", None, "CSV of source_video,source_frame,driving_video,driving_frame "
+                      "(default: the FOMM reconstruction protocol).")
+  flags.DEFINE_string("data_root", None, "Dataset root (overrides the config's data.root).")
+  flags.DEFINE_string("eval_dir", None, "Output folder (default: WORKDIR/eval/<protocol>_<step>).")
+  flags.DEFINE_integer("max_videos", None, "Only the first N test videos.")
+  flags.DEFINE_bool("face_metrics", False, "AKD/AED/CSIM with dlib (slow, CPU).")
+  flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
+  flags.DEFINE_string("lpips_backbone", None,
+                      "torchvision alexnet-owt-7be5be79.pth (or vgg16-397923af.pth with --lpips_net=vgg).")
+  flags.DEFINE_string("lpips_heads", None, "LPIPS v0.1 heads (default: the lpips package's).")
+  flags.DEFINE_bool("pairs_relative", False, "Pair motion relative to the driving video's frame 0.")
+
+
+def run(config: ml_collections.ConfigDict | None) -> None:
+  from talkingmem.mcnet import animate, evaluate  # pylint: disable=g-import-not-at-top  (dlib, Orbax)
+  if not FLAGS.eval_dir and not FLAGS.workdir:
+    raise app.UsageError("--mode=eval needs --workdir or --eval_dir for its outputs")
+  try:
+    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+    data = evaluate.resolve_data_config(loaded, config, FLAGS.workdir, FLAGS.data_root)
+  except (animate.CheckpointMismatch, evaluate.NoDataSettings, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  out_dir = FLAGS.eval_dir or evaluate.default_eval_dir(FLAGS.workdir, loaded, FLAGS.pairs)
+  options = evaluate.EvalOptions(
+      face_metrics=FLAGS.face_metrics, lpips_net=FLAGS.lpips_net, lpips_backbone=FLAGS.lpips_backbone,
+      lpips_heads=FLAGS.lpips_heads, max_videos=FLAGS.max_videos, pairs_relative=FLAGS.pairs_relative)
+  report = evaluate.evaluate(loaded, data, out_dir, FLAGS.pairs, options)
+  print(evaluate.format_table(report))
+  print(f"report: {out_dir}/report.json")
