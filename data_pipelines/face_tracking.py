@@ -36,7 +36,7 @@ from scipy import ndimage
 DETECTED = 0
 INTERPOLATED = 1
 NO_FACE = 2  # In a gap too long to interpolate (or at an end of the video).
-STATUS_NAMES = ('detected', 'interpolated', 'no_face')
+STATUS_NAMES = ("detected", "interpolated", "no_face")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +145,7 @@ class TrackPlan:
 
   def counts(self) -> dict[str, int]:
     counts = {name: int((self.status == code).sum()) for code, name in enumerate(STATUS_NAMES)}
-    counts['rejected_outliers'] = int(self.outliers.sum())
+    counts["rejected_outliers"] = int(self.outliers.sum())
     return counts
 
 
@@ -176,7 +176,7 @@ def _reject_outliers(csz: np.ndarray, window: int) -> np.ndarray:
   if len(found) < 3:
     return out
   vals = csz[found]
-  med = np.stack([ndimage.median_filter(vals[:, k], size=window, mode='nearest')
+  med = np.stack([ndimage.median_filter(vals[:, k], size=window, mode="nearest")
                   for k in range(3)], 1)
   jump = np.hypot(vals[:, 0] - med[:, 0], vals[:, 1] - med[:, 1]) > 0.5 * med[:, 2]
   ratio = vals[:, 2] / np.maximum(med[:, 2], 1e-6)
@@ -204,10 +204,10 @@ def plan_track(raw_boxes: np.ndarray, config: TrackConfig = TrackConfig()) -> Tr
     seg = csz[start:stop]
     for k in (0, 1):
       smooth[start:stop, k] = ndimage.gaussian_filter1d(seg[:, k], config.centre_sigma,
-                                                        mode='nearest')
+                                                        mode="nearest")
     # Log size: zooming in and out are smoothed alike.
     smooth[start:stop, 2] = np.exp(ndimage.gaussian_filter1d(np.log(seg[:, 2]), config.size_sigma,
-                                                             mode='nearest'))
+                                                             mode="nearest"))
   crop = smooth.copy()
   crop[:, 1] += config.shift_y * smooth[:, 2]
   crop[:, 2] = np.round(smooth[:, 2] * config.crop_scale)  # Integer side: exact resampling.

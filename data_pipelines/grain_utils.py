@@ -2,6 +2,8 @@
 speech/renderer_pipelines.py).
 
   resolve_process       this process's (index, count) among the JAX processes
+  local_batch_size      its share of a global batch
+  padded_shard          its share of evaluation elements padded to whole global batches
   train_slot_dataset    shuffled training slots, per epoch, dealt in blocks to the processes
   ExampleFromSlot       (key, slot) -> source.example(slot, key), the training map of a slot source
   to_iter_dataset       threads in this process, then (optionally) worker processes
@@ -11,7 +13,7 @@ speech/renderer_pipelines.py).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from absl import flags
@@ -21,6 +23,7 @@ import jax
 import numpy as np
 
 ConfigT = TypeVar("ConfigT")
+T = TypeVar("T")
 
 
 def resolve_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -30,6 +33,21 @@ def resolve_process(process_index: int | None, process_count: int | None) -> tup
   if not 0 <= index < count:
     raise ValueError(f"process_index {index} not in [0, {count})")
   return index, count
+
+
+def local_batch_size(global_batch: int, process_count: int, what: str = "global batch") -> int:
+  """The batch each process makes of a global batch (which must split evenly)."""
+  if global_batch % process_count:
+    raise ValueError(f"{what} {global_batch} not divisible by {process_count} processes")
+  return global_batch // process_count
+
+
+def padded_shard(elements: Sequence[T], padding: T, global_batch: int, process_index: int,
+                 process_count: int) -> list[T]:
+  """This process's elements (round-robin) after padding all of them with `padding` to whole
+  global batches, so every process makes the same number of full batches."""
+  padded = list(elements) + [padding] * (-len(elements) % global_batch)
+  return padded[process_index::process_count]
 
 
 def config_from(config_type: type[ConfigT], config: Any, tuple_fields: Iterable[str] = ()

@@ -63,24 +63,24 @@ def make_png_dataset(root: pathlib.Path, *, identities: int, clips: int,
     from data_pipelines.synthetic import video_set as generate  # pylint: disable=g-import-not-at-top
   except ImportError:
     generate = None
-  if generate is not None and hasattr(generate, 'generate_dataset'):
+  if generate is not None and hasattr(generate, "generate_dataset"):
     generate.generate_dataset(
         root, num_identities=identities, clips_per_identity=clips,
         frames_per_clip=frames, size=size, seed=seed, test_fraction=0.0,
-        video_format='png')
-    return 'synthetic_faces'
+        video_format="png")
+    return "synthetic_faces"
   rng = np.random.default_rng(seed)
   for i in range(identities):
     for c in range(clips):
-      video_io.write_video(root / 'train' / f'id{i:03d}#clip{c}', _blob_video(rng, frames, size))
-  return 'moving_blobs'
+      video_io.write_video(root / "train" / f"id{i:03d}#clip{c}", _blob_video(rng, frames, size))
+  return "moving_blobs"
 
 
 def make_mp4_dataset(png_root: pathlib.Path, mp4_root: pathlib.Path) -> None:
   index = fomm_layout.FommVideoIndex(png_root)
   for split in index.splits:
     for video in index.videos(split):
-      video_io.write_video(mp4_root / split / f'{video.name}.mp4', index.read_video(video))
+      video_io.write_video(mp4_root / split / f"{video.name}.mp4", index.read_video(video))
 
 
 def _cpu_seconds() -> float:
@@ -117,41 +117,41 @@ def measure(cfg: pipelines.DataConfig, store, batches: int, warmup: int
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--identities', type=int, default=8)
-  parser.add_argument('--clips', type=int, default=2)
-  parser.add_argument('--frames', type=int, default=48)
-  parser.add_argument('--workers', type=int, default=max(2, os.cpu_count() or 1))
-  parser.add_argument('--batch', type=int, default=8)
-  parser.add_argument('--batches', type=int, default=40)
-  parser.add_argument('--sizes', default='256,64')
-  parser.add_argument('--formats', default='folders,mp4,tfds')
+  parser.add_argument("--identities", type=int, default=8)
+  parser.add_argument("--clips", type=int, default=2)
+  parser.add_argument("--frames", type=int, default=48)
+  parser.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1))
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batches", type=int, default=40)
+  parser.add_argument("--sizes", default="256,64")
+  parser.add_argument("--formats", default="folders,mp4,tfds")
   args = parser.parse_args()
 
-  sizes = [int(s) for s in args.sizes.split(',')]
-  formats = args.formats.split(',')
+  sizes = [int(s) for s in args.sizes.split(",")]
+  formats = args.formats.split(",")
   results = []
-  with tempfile.TemporaryDirectory(prefix='pipeline_bench_') as tmp:
+  with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as tmp:
     for size in sizes:  # Data stored at the trained size, as one would prepare it.
       data = pathlib.Path(tmp) / str(size)
       start = time.perf_counter()
-      source = make_png_dataset(data / 'png', identities=args.identities,
+      source = make_png_dataset(data / "png", identities=args.identities,
                                 clips=args.clips, frames=args.frames, size=size)
-      roots = {'folders': data / 'png'}
-      if 'mp4' in formats:
-        make_mp4_dataset(data / 'png', data / 'mp4')
-        roots['mp4'] = data / 'mp4'
-      if 'tfds' in formats:
+      roots = {"folders": data / "png"}
+      if "mp4" in formats:
+        make_mp4_dataset(data / "png", data / "mp4")
+        roots["mp4"] = data / "mp4"
+      if "tfds" in formats:
         from data_pipelines.fomm import tfds_builders  # pylint: disable=g-import-not-at-top
         with contextlib.redirect_stdout(sys.stderr):
-          tfds_builders.build('synthetic_talking_faces', data / 'png', data / 'tfds')
-        roots['tfds'] = data / 'tfds'
-      print(json.dumps({'event': 'data_ready', 'source': source, 'size': size,
-                        'seconds': round(time.perf_counter() - start, 1),
-                        'videos': args.identities * args.clips,
-                        'frames_per_video': args.frames}), flush=True)
+          tfds_builders.build("synthetic_talking_faces", data / "png", data / "tfds")
+        roots["tfds"] = data / "tfds"
+      print(json.dumps({"event": "data_ready", "source": source, "size": size,
+                        "seconds": round(time.perf_counter() - start, 1),
+                        "videos": args.identities * args.clips,
+                        "frames_per_video": args.frames}), flush=True)
       for fmt in formats:
         base = pipelines.DataConfig(
-            root=str(roots[fmt]), format='tfds' if fmt == 'tfds' else 'folders',
+            root=str(roots[fmt]), format="tfds" if fmt == "tfds" else "folders",
             image_size=size, batch_size=args.batch, num_repeats=50, augment=True)
         store = pipelines.make_store(base)
         for workers in (0, args.workers):
@@ -159,28 +159,28 @@ def main() -> None:
                                     read_threads=2 if workers == 0 else 1)
           rate, cpu_ms = measure(cfg, store, batches=args.batches if size >= 128 else 3 * args.batches,
                          warmup=2 if workers == 0 else 2 * workers + 2)
-          row = {'format': fmt, 'image_size': size, 'workers': workers,
-                 'threads_per_process': cfg.read_threads, 'batch': args.batch,
-                 'samples_per_s': round(rate, 1), 'cpu_ms_per_sample': round(cpu_ms, 2),
-                 'load_avg_1min': round(os.getloadavg()[0], 2)}
+          row = {"format": fmt, "image_size": size, "workers": workers,
+                 "threads_per_process": cfg.read_threads, "batch": args.batch,
+                 "samples_per_s": round(rate, 1), "cpu_ms_per_sample": round(cpu_ms, 2),
+                 "load_avg_1min": round(os.getloadavg()[0], 2)}
           results.append(row)
           print(json.dumps(row), flush=True)
 
   cores = os.cpu_count() or 1
-  largest = [r for r in results if r['image_size'] == max(sizes)]
-  best = max(largest, key=lambda r: r['samples_per_s'])
-  cheapest = min(largest, key=lambda r: r['cpu_ms_per_sample'])
+  largest = [r for r in results if r["image_size"] == max(sizes)]
+  best = max(largest, key=lambda r: r["samples_per_s"])
+  cheapest = min(largest, key=lambda r: r["cpu_ms_per_sample"])
   print(json.dumps({
-      'event': 'verdict', 'target_samples_per_s': TARGET_SAMPLES_PER_S,
-      'image_size': max(sizes), 'best_measured': best, 'cpu_cores_here': cores,
-      'feeds_one_gpu_here': best['samples_per_s'] >= TARGET_SAMPLES_PER_S,
+      "event": "verdict", "target_samples_per_s": TARGET_SAMPLES_PER_S,
+      "image_size": max(sizes), "best_measured": best, "cpu_cores_here": cores,
+      "feeds_one_gpu_here": best["samples_per_s"] >= TARGET_SAMPLES_PER_S,
       # Busy cores the target needs, from CPU time per sample (load-independent).
-      'cores_needed': {r['format'] + ('+workers' if r['workers'] else ''):
-                       round(TARGET_SAMPLES_PER_S * r['cpu_ms_per_sample'] / 1000, 2)
+      "cores_needed": {r["format"] + ("+workers" if r["workers"] else ""):
+                       round(TARGET_SAMPLES_PER_S * r["cpu_ms_per_sample"] / 1000, 2)
                        for r in largest},
-      'cheapest': cheapest['format'],
+      "cheapest": cheapest["format"],
   }), flush=True)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   main()

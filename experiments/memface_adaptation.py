@@ -50,7 +50,7 @@ def make_data(out: pathlib.Path, face_model: pathlib.Path, clips: int, size: int
                                    "video.mp4").exists()]
   if todo:
     with sd.fresh_process_pool(workers, str(raw / speech_layout.FACE_MODEL)) as pool:
-      list(pool.imap(sd._work, todo, chunksize=1))  # pylint: disable=protected-access
+      list(pool.imap(sd.run_clip_task, todo, chunksize=1))
   name = sd.speaker_name(SPEAKER)
   parts = sorted((raw / name).glob("clip*"))
   audio, exp, pose, verts, frames, ident, names = [], [], [], [], [], None, None

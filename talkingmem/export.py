@@ -19,8 +19,9 @@ Formats, each per artefact beside D/manifest.json (names, shapes, dtypes, config
               message, when TensorFlow is not installed. (orbax-export is not used: the mirror's newest,
               0.0.8, predates jax 0.10 and orbax-checkpoint 0.12.)
 
-A new artefact is one function decorated with `@artefact(task)` that returns an `Artefact` (or None
-when the checkpoint lacks what it needs, e.g. the detector-only import has no generator).
+A new artefact is one function in the paper's export module (EXPORT_MODULES: talkingmem/mcnet/export.py,
+talkingmem/memface/export.py) decorated with `@artefact(task)` that returns an `Artefact` (or None when
+the checkpoint lacks what it needs, e.g. the detector-only import has no generator).
 """
 from __future__ import annotations
 

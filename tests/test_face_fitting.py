@@ -13,12 +13,12 @@ Stated tolerances (fast test: 2 x 40 frames, 256 px, 0.5 px landmark noise):
 The larger check (renders a clip, runs the whole `prepare_speaker` command on
 it and compares with the ground truth) runs outside pytest:
 
-  python -m tests.test_face_fitting --frames 300 --size 256
+  python tests/test_face_fitting.py --frames 300 --size 256
 
 and so does the check of the landmark definitions against dlib's predictor on
 renders (24 identities at yaw 0 and +-20 deg, 320 px):
 
-  python -m tests.test_face_fitting --dlib_placement 24 --size 320
+  python tests/test_face_fitting.py --dlib_placement 24 --size 320
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import pytest
 
 from data_pipelines.speech import face_fitting
 from data_pipelines.synthetic.engine import face_model as face_model_lib
-from data_pipelines.synthetic import video_set as generate
-from data_pipelines.synthetic.engine import motion as motion_lib
+from data_pipelines.synthetic import video_set
 from data_pipelines.synthetic.engine import renderer as renderer_lib
 from data_pipelines.synthetic.engine import scene as scene_lib
+from synthetic_speech import speech_track, synthetic_clip  # tests/ is on sys.path (pytest, script).
 
 
 def renderer_camera(pose: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -58,15 +58,6 @@ def renderer_camera(pose: np.ndarray, size: int) -> tuple[np.ndarray, float]:
   return np.array(rows), renderer_lib.FOCAL * size * dist
 
 
-def synthetic_clip(num_frames: int, seed: int, style: str | None = None):
-  """(model, id coeffs, motion) of identity `seed`, no occluders."""
-  model = face_model_lib.build_face_model()
-  identity = generate.sample_identity(model, seed, 0)
-  rng = np.random.default_rng(seed)
-  motion = motion_lib.sample_clip_motion(rng, num_frames, model.exp_names, style=style)
-  return model, identity, motion
-
-
 def ground_truth_landmarks(model, id_coeffs, exp, pose, size):
   camera_pose, focal = renderer_camera(pose, size)
   points = model.landmarks(model.vertices(id_coeffs, exp))
@@ -84,7 +75,7 @@ def fit_errors(model, result: face_fitting.FitResult, id_coeffs, exp, camera_pos
   # Expression-driven displacement: what lip motion is made of, free of the scale ambiguity.
   d_true = truth - model.vertices(id_coeffs)[ids]
   d_fit = fitted - model.vertices(result.id)[ids]
-  jaw = model.exp_index('jaw_open')
+  jaw = model.exp_index("jaw_open")
   return dict(
       residual_px=result.mean_residual_px,
       yaw_deg_mean=float(angle[:, 0].mean()), pitch_deg_mean=float(angle[:, 1].mean()),
@@ -119,12 +110,12 @@ def test_projection_matches_rendered_landmarks():
     np.testing.assert_allclose(lm[t], rendered, atol=1e-3)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def two_clip_fit():
   """Two 40-frame clips of one identity, cut together (no smoothness across the cut)."""
   size = 256
-  model, identity, first = synthetic_clip(40, seed=3, style='turn')
-  _, _, second = synthetic_clip(40, seed=4, style='lively')
+  model, identity, first = synthetic_clip(40, seed=3, style="turn")
+  _, _, second = synthetic_clip(40, seed=4, style="lively")
   exp = np.concatenate([first.exp_coeffs, second.exp_coeffs])
   pose = np.concatenate([first.pose, second.pose])
   lm, camera_pose, focal = ground_truth_landmarks(model, identity.id_coeffs, exp, pose, size)
@@ -141,23 +132,23 @@ def test_fit_recovers_pose_expression_and_mouth(two_clip_fit):
   assert result.landmarks.shape == (80, 68, 2) and result.residual_px.shape == (80,)
   err = fit_errors(model, result, id_coeffs, exp, camera_pose, focal)
   print(json.dumps({k: round(v, 4) for k, v in err.items()}))
-  assert err['residual_px'] < 0.8
-  for key in ('yaw_deg_mean', 'pitch_deg_mean', 'roll_deg_mean'):
+  assert err["residual_px"] < 0.8
+  for key in ("yaw_deg_mean", "pitch_deg_mean", "roll_deg_mean"):
     assert err[key] < 1.0, err
-  assert err['angle_deg_max'] < 2.0, err
-  assert err['exp_mae'] < 0.08 and err['jaw_open_mae'] < 0.04, err
-  assert err['mouth_rmse'] < 0.05 and err['mouth_disp_rmse'] < 0.015, err
+  assert err["angle_deg_max"] < 2.0, err
+  assert err["exp_mae"] < 0.08 and err["jaw_open_mae"] < 0.04, err
+  assert err["mouth_rmse"] < 0.05 and err["mouth_disp_rmse"] < 0.015, err
   assert result.focal_candidates.min() < focal < result.focal_candidates.max()
 
 
 def test_fixed_focal_and_bad_inputs():
   model = face_model_lib.build_face_model()
   lm = np.zeros((3, 68, 2), np.float32)
-  with pytest.raises(ValueError, match='NaN'):
+  with pytest.raises(ValueError, match="NaN"):
     face_fitting.fit(np.full((3, 68, 2), np.nan), model, (64, 64))
-  with pytest.raises(ValueError, match=r'\(T, 68, 2\)'):
+  with pytest.raises(ValueError, match=r"\(T, 68, 2\)"):
     face_fitting.fit(lm[:, :10], model, (64, 64))
-  with pytest.raises(ValueError, match='contiguous'):
+  with pytest.raises(ValueError, match="contiguous"):
     face_fitting.fit(lm, model, (64, 64), contiguous=np.ones(5, bool))
 
 
@@ -169,10 +160,10 @@ def test_landmark_vertices_are_where_dlib_puts_them():
   Measured 2.8 px mean, worst point 8.5 px; before the jaw contour, brows and
   inner lips were re-placed: 3.8 px, 16 px.
   """
-  report = dlib_placement(3, 256, yaws_deg=(0.0,), fit=False)['yaw_+0']
+  report = dlib_placement(3, 256, yaws_deg=(0.0,), fit=False)["yaw_+0"]
   print(json.dumps(report))
-  assert report['detected'] == 3
-  assert report['mean_px'] < 3.3 and report['worst_landmark_mean_px'] < 12.0, report
+  assert report["detected"] == 3
+  assert report["mean_px"] < 3.3 and report["worst_landmark_mean_px"] < 12.0, report
 
 
 # ---------------------------------------------------------------------------
@@ -185,25 +176,11 @@ def _render_clip(num_frames: int, size: int, seed: int):
   renderer = renderer_lib.FaceRenderer(model, identity, scene, size)
   frames, landmarks = [], []
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  for t in tqdm(range(num_frames), desc='render', unit='frame'):
+  for t in tqdm(range(num_frames), desc="render", unit="frame"):
     out = renderer.render(motion.pose[t], motion.exp_coeffs[t], motion.gaze[t])
     frames.append(out.image)
     landmarks.append(out.landmarks)
   return model, identity, motion, np.stack(frames), np.stack(landmarks)
-
-
-def _speech_track(seconds: float, path: pathlib.Path) -> None:
-  from scipy.io import wavfile  # pylint: disable=g-import-not-at-top
-  from data_pipelines.synthetic import speech_audio as speech  # pylint: disable=g-import-not-at-top
-  rate = 16000
-  if speech.is_available():
-    text = 'The quick brown fox jumps over the lazy dog. ' * 8
-    wave = speech.synthesize(text).audio
-  else:
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
-  wave = np.resize(wave, int(seconds * rate))
-  wavfile.write(path, rate, (np.clip(wave, -1, 1) * 32767).astype(np.int16))
 
 
 def large_check(num_frames: int, size: int, seed: int, work: pathlib.Path) -> dict:
@@ -219,31 +196,31 @@ def large_check(num_frames: int, size: int, seed: int, work: pathlib.Path) -> di
   for noise in (0.0, 1.0):
     target = rendered_lm + np.random.default_rng(0).normal(0, noise, rendered_lm.shape)
     result = face_fitting.fit(target, model, (size, size))
-    report[f'exact_landmarks_noise_{noise:g}px'] = fit_errors(
+    report[f"exact_landmarks_noise_{noise:g}px"] = fit_errors(
         model, result, id_coeffs, exp, camera_pose, focal)
 
   # b) The whole command: mp4 with speech -> dlib -> crop -> fit.
-  _speech_track(num_frames / 25, work / 'speech.wav')
-  video_io.write_video(work / 'clip.mp4', frames, 25, audio_path=work / 'speech.wav')
+  speech_track(num_frames / 25, work / "speech.wav")
+  video_io.write_video(work / "clip.mp4", frames, 25, audio_path=work / "speech.wav")
   summary = prepare_speaker.prepare(prepare_speaker.parse_args(
-      ['--video', str(work / 'clip.mp4'), '--out', str(work / 'prepared'), '--size', str(size),
-       '--min_seconds', '1', '--overwrite']))
-  out = work / 'prepared'
-  coeffs = np.load(out / 'coeffs.npz')
-  keep = np.load(out / 'frame_index.npy')
+      ["--video", str(work / "clip.mp4"), "--out", str(work / "prepared"), "--size", str(size),
+       "--min_seconds", "1", "--overwrite"]))
+  out = work / "prepared"
+  coeffs = np.load(out / "coeffs.npz")
+  keep = np.load(out / "frame_index.npy")
   result = face_fitting.FitResult(
-      id=coeffs['id'], exp=coeffs['exp'], pose=coeffs['pose'], focal=float(coeffs['focal']),
-      principal=tuple(coeffs['principal']), landmarks=np.zeros((len(keep), 68, 2)),
-      residual_px=coeffs['residual_px'], focal_candidates=np.zeros(0), focal_losses=np.zeros(0))
+      id=coeffs["id"], exp=coeffs["exp"], pose=coeffs["pose"], focal=float(coeffs["focal"]),
+      principal=tuple(coeffs["principal"]), landmarks=np.zeros((len(keep), 68, 2)),
+      residual_px=coeffs["residual_px"], focal_candidates=np.zeros(0), focal_losses=np.zeros(0))
   err = fit_errors(model, result, id_coeffs, exp[keep], camera_pose[keep], focal)
-  dlib_lm = np.load(out / 'landmarks.npy')
-  crop_boxes = np.load(out / 'crop_boxes.npy')
+  dlib_lm = np.load(out / "landmarks.npy")
+  crop_boxes = np.load(out / "crop_boxes.npy")
   from data_pipelines import face_tracking  # pylint: disable=g-import-not-at-top
   truth_crop = np.stack([face_tracking.to_crop(p, b, size)
                          for p, b in zip(rendered_lm[keep], crop_boxes)])
-  err['dlib_vs_true_landmarks_px'] = float(np.linalg.norm(dlib_lm - truth_crop, axis=-1).mean())
-  err['kept_frames'] = int(len(keep))
-  report['prepare_speaker_dlib'] = err
+  err["dlib_vs_true_landmarks_px"] = float(np.linalg.norm(dlib_lm - truth_crop, axis=-1).mean())
+  err["kept_frames"] = int(len(keep))
+  report["prepare_speaker_dlib"] = err
 
   # c) Diagnostic: the same dlib landmarks minus their mean offset from the
   # model's landmark vertices (estimated on the first half, an oracle): how
@@ -253,14 +230,14 @@ def large_check(num_frames: int, size: int, seed: int, work: pathlib.Path) -> di
   offset = (source_lm - rendered_lm[keep])[:half].mean(0)
   result = face_fitting.fit(source_lm - offset, model, (size, size),
                             contiguous=np.diff(keep) == 1)
-  report['dlib_mean_offset_removed'] = fit_errors(
+  report["dlib_mean_offset_removed"] = fit_errors(
       model, result, id_coeffs, exp[keep], camera_pose[keep], focal)
-  report['dlib_mean_offset_px_by_group'] = {
+  report["dlib_mean_offset_px_by_group"] = {
       name: float(np.linalg.norm(offset[sl], axis=-1).mean()) for name, sl in (
-          ('jaw', slice(0, 17)), ('brows', slice(17, 27)), ('nose', slice(27, 36)),
-          ('eyes', slice(36, 48)), ('lips', slice(48, 68)))}
-  report['prepare_speaker_summary'] = dict(frames=summary['frames'], fit=summary['fit'],
-                                           seconds=summary['seconds'])
+          ("jaw", slice(0, 17)), ("brows", slice(17, 27)), ("nose", slice(27, 36)),
+          ("eyes", slice(36, 48)), ("lips", slice(48, 68)))}
+  report["prepare_speaker_summary"] = dict(frames=summary["frames"], fit=summary["fit"],
+                                           seconds=summary["seconds"])
   return report
 
 
@@ -282,7 +259,7 @@ def dlib_placement(num_identities: int, size: int, yaws_deg=(0.0, 20.0, -20.0),
   dlib_lm = np.full((num_identities, len(poses), 68, 2), np.nan)
   true_lm = np.zeros_like(dlib_lm)
   for i in range(num_identities):
-    identity = generate.sample_identity(model, 1000 + i, 0)
+    identity = video_set.sample_identity(model, 1000 + i, 0)
     scene = scene_lib.sample_scene(np.random.default_rng(1000 + i))
     renderer = renderer_lib.FaceRenderer(model, identity, scene, size)
     for j, pose in enumerate(poses):
@@ -304,25 +281,25 @@ def dlib_placement(num_identities: int, size: int, yaws_deg=(0.0, 20.0, -20.0),
   report = {}
   for j, yaw in enumerate(yaws_deg):
     d = dist[:, j]
-    report[f'yaw_{yaw:+g}'] = dict(
+    report[f"yaw_{yaw:+g}"] = dict(
         detected=int(np.isfinite(d[:, 0]).sum()), mean_px=float(np.nanmean(d)),
         max_px=float(np.nanmax(d)), worst_landmark_mean_px=float(np.nanmax(np.nanmean(d, 0))),
         worst_landmark=int(np.nanargmax(np.nanmean(d, 0))))
     if len(angle_errors):
-      report[f'yaw_{yaw:+g}'].update(
+      report[f"yaw_{yaw:+g}"].update(
           yaw_pitch_roll_error_deg_mean=angle_errors[:, j].mean(0).tolist(),
           yaw_pitch_roll_error_deg_abs_mean=np.abs(angle_errors[:, j]).mean(0).tolist())
   return report
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description='Larger synthetic check of the 3DMM fit.')
-  parser.add_argument('--frames', type=int, default=300)
-  parser.add_argument('--size', type=int, default=256)
-  parser.add_argument('--seed', type=int, default=7)
-  parser.add_argument('--work', default=None, help='keep the clip and outputs here')
-  parser.add_argument('--dlib_placement', type=int, default=0, metavar='IDENTITIES',
-                      help='instead: compare dlib with the landmark vertices on renders')
+  parser = argparse.ArgumentParser(description="Larger synthetic check of the 3DMM fit.")
+  parser.add_argument("--frames", type=int, default=300)
+  parser.add_argument("--size", type=int, default=256)
+  parser.add_argument("--seed", type=int, default=7)
+  parser.add_argument("--work", default=None, help="keep the clip and outputs here")
+  parser.add_argument("--dlib_placement", type=int, default=0, metavar="IDENTITIES",
+                      help="instead: compare dlib with the landmark vertices on renders")
   args = parser.parse_args(argv)
   if args.dlib_placement:
     report = dlib_placement(args.dlib_placement, args.size)
@@ -338,5 +315,5 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   sys.exit(main())

@@ -12,7 +12,7 @@ from data_pipelines.synthetic import speech_audio as speech
 from talkingmem import train
 from talkingmem.memface import tasks
 from talkingmem.task import get_task
-from test_speech_pipelines import make_toy_dataset  # pylint: disable=g-bad-import-order
+from synthetic_speech import make_toy_dataset  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, ALTERNATE_UNTIL = 40, 20

@@ -5,11 +5,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from data_pipelines import grain_utils
+from data_pipelines import video_io
 from data_pipelines.fomm import augmentation
 from data_pipelines.fomm import layout as fomm_layout
 from data_pipelines.fomm import pairs as pair_source
 from data_pipelines.fomm import pipelines
-from data_pipelines import video_io
+from talkingmem import sharding
 
 NUM_IDS, VIDS_PER_ID, FRAMES, SIZE = 4, 2, 6, 16
 
@@ -25,18 +27,18 @@ def _decode(frame):
   return (g - 10) // 40, (b - 20) // 100, (r - 5) // 10
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def root(tmp_path_factory):
-  root = tmp_path_factory.mktemp('coded')
-  for split in ('train', 'test'):
+  root = tmp_path_factory.mktemp("coded")
+  for split in ("train", "test"):
     for i in range(NUM_IDS):
       for v in range(VIDS_PER_ID):
         frames = np.stack([_coded_frame(i, v, t) for t in range(FRAMES)])
-        video_io.write_video(root / split / f'id{i}#v{v}', frames)
+        video_io.write_video(root / split / f"id{i}#v{v}", frames)
   return root
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def store(root):
   return fomm_layout.FommVideoIndex(root, image_size=SIZE)
 
@@ -56,9 +58,9 @@ def test_identity_sampling_and_temporal_order(store):
   for key in range(40):
     slot = key % len(source)
     ex = source.example(slot, key)
-    assert ex['source'].dtype == np.float32 and ex['source'].shape == (SIZE, SIZE, 3)
-    (i_s, v_s, t_s), (i_d, v_d, t_d) = _decode(ex['source']), _decode(ex['driving'])
-    assert source.group_name(slot) == f'id{i_s}'
+    assert ex["source"].dtype == np.float32 and ex["source"].shape == (SIZE, SIZE, 3)
+    (i_s, v_s, t_s), (i_d, v_d, t_d) = _decode(ex["source"]), _decode(ex["driving"])
+    assert source.group_name(slot) == f"id{i_s}"
     assert (i_s, v_s) == (i_d, v_d)  # Both frames from one video.
     assert t_s <= t_d  # Source earlier in time.
 
@@ -68,21 +70,21 @@ def test_examples_depend_only_on_seed_and_index(store):
   b = pair_source.TrainPairSource(store, seed=5)
   c = pair_source.TrainPairSource(store, seed=6)
   for i in (0, 3, 17):
-    np.testing.assert_array_equal(a[i]['driving'], b[i]['driving'])
-  assert any(not np.array_equal(a[i]['source'], c[i]['source']) for i in range(8))
+    np.testing.assert_array_equal(a[i]["driving"], b[i]["driving"])
+  assert any(not np.array_equal(a[i]["source"], c[i]["source"]) for i in range(8))
 
 
 def test_corrupt_video_while_sampling_falls_back_and_is_counted(tmp_path):
   for i in range(3):
-    video_io.write_video(tmp_path / 'train' / f'id{i}#v0',
+    video_io.write_video(tmp_path / "train" / f"id{i}#v0",
                          np.stack([_coded_frame(i, 0, t) for t in range(FRAMES)]))
-  for png in (tmp_path / 'train' / 'id1#v0').iterdir():
-    png.write_bytes(b'not a png')  # Listed fine, fails when decoded.
+  for png in (tmp_path / "train" / "id1#v0").iterdir():
+    png.write_bytes(b"not a png")  # Listed fine, fails when decoded.
   store = fomm_layout.FommVideoIndex(tmp_path)
   source = pair_source.TrainPairSource(store, augment=False, num_repeats=4)
-  identities = {_decode(source[k]['source'])[0] for k in range(len(source))}
+  identities = {_decode(source[k]["source"])[0] for k in range(len(source))}
   assert identities == {0, 2}
-  assert store.skip_summary() == {'read failed: VideoReadError': 1}
+  assert store.skip_summary() == {"read failed: VideoReadError": 1}
 
 
 # -- Augmentation ---------------------------------------------------------------
@@ -93,16 +95,16 @@ def test_augmentation_is_identical_for_both_frames(tmp_path):
   rng = np.random.default_rng(0)
   for i in range(2):
     frame = rng.integers(0, 256, (SIZE, SIZE, 3), np.uint8)
-    video_io.write_video(tmp_path / 'train' / f'id{i}', np.stack([frame] * 4))
+    video_io.write_video(tmp_path / "train" / f"id{i}", np.stack([frame] * 4))
   store = fomm_layout.FommVideoIndex(tmp_path)
   source = pair_source.TrainPairSource(store, augment=True, num_repeats=10)
   originals = [pair_source.to_float(store.read_frames(v, [0])[0]) for v in store.videos()]
   changed = 0
   for k in range(len(source)):
     ex = source[k]
-    np.testing.assert_array_equal(ex['source'], ex['driving'])
-    assert 0.0 <= ex['source'].min() and ex['source'].max() <= 1.0
-    changed += not any(np.allclose(ex['source'], o) for o in originals)
+    np.testing.assert_array_equal(ex["source"], ex["driving"])
+    assert 0.0 <= ex["source"].min() and ex["source"].max() <= 1.0
+    changed += not any(np.allclose(ex["source"], o) for o in originals)
   assert changed == len(source)  # Jitter always changes the colours a bit.
 
 
@@ -147,8 +149,8 @@ def test_colour_jitter_uses_the_same_parameters_for_both_frames():
 
 def test_process_shards_are_disjoint_covers_of_each_epoch():
   num_slots, count = 12, 3
-  shards = [pipelines.train_slot_dataset(num_slots, seed=0, process_index=p,
-                                         process_count=count, num_epochs=2)
+  shards = [grain_utils.train_slot_dataset(num_slots, seed=0, process_index=p,
+                                           process_count=count, num_epochs=2)
             for p in range(count)]
   elements = [list(s) for s in shards]
   positions = [k for e in elements for k, _ in e]
@@ -164,9 +166,9 @@ def test_train_batches_shape_and_local_share(root, store):
   cfg = _config(root, batch_size=8)
   batch = next(iter(pipelines.train_dataset(cfg, store=store, process_index=1,
                                             process_count=2)))
-  assert set(batch) == {'source', 'driving'}
-  assert batch['source'].shape == (4, SIZE, SIZE, 3)
-  assert batch['driving'].dtype == np.float32
+  assert set(batch) == {"source", "driving"}
+  assert batch["source"].shape == (4, SIZE, SIZE, 3)
+  assert batch["driving"].dtype == np.float32
   with pytest.raises(ValueError):
     pipelines.train_dataset(_config(root, batch_size=3), store=store, process_count=2,
                             process_index=0)
@@ -187,26 +189,26 @@ def test_iterator_state_restores_the_same_next_batch(root, store):
 
 def test_threads_and_worker_processes_give_the_same_batches(root, store):
   cfg = _config(root, augment=True)
-  reference = [b['driving'] for _, b in zip(range(3), pipelines.train_dataset(cfg, store=store))]
+  reference = [b["driving"] for _, b in zip(range(3), pipelines.train_dataset(cfg, store=store))]
   threaded = pipelines.train_dataset(_config(root, augment=True, read_threads=2), store=store)
   for ref, batch in zip(reference, threaded):
-    np.testing.assert_array_equal(ref, batch['driving'])
+    np.testing.assert_array_equal(ref, batch["driving"])
   it = iter(pipelines.train_dataset(_config(root, augment=True, worker_count=1), store=store))
   try:
     for ref in reference:
-      np.testing.assert_array_equal(ref, next(it)['driving'])
+      np.testing.assert_array_equal(ref, next(it)["driving"])
   finally:
     it.close()
 
 
 def test_config_dict_is_accepted(root):
   cfg = ml_collections.ConfigDict(dict(
-      root=str(root), format='folders', image_size=SIZE, num_repeats=1,
+      root=str(root), format="folders", image_size=SIZE, num_repeats=1,
       augment=dict(horizontal_flip=True, time_flip=False, brightness=0.0,
                    contrast=0.0, saturation=0.0, hue=0.0),
       batch_size=2, seed=0, worker_count=0))
   batch = next(iter(pipelines.train_dataset(cfg, process_index=0, process_count=1)))
-  assert batch['source'].shape == (2, SIZE, SIZE, 3)
+  assert batch["source"].shape == (2, SIZE, SIZE, 3)
 
 
 # -- Evaluation -----------------------------------------------------------------
@@ -216,55 +218,54 @@ def test_reconstruction_protocol_source_is_first_frame(root, store):
   cfg = _config(root)
   seen = {}
   for chunk in pipelines.reconstruction_dataset(cfg, store=store, pad=True):
-    assert chunk['driving'].shape == (4, SIZE, SIZE, 3)
-    assert _decode(chunk['source'])[2] == 0
-    for frame, index, valid in zip(chunk['driving'], chunk['frame_indices'], chunk['valid']):
+    assert chunk["driving"].shape == (4, SIZE, SIZE, 3)
+    assert _decode(chunk["source"])[2] == 0
+    for frame, index, valid in zip(chunk["driving"], chunk["frame_indices"], chunk["valid"]):
       assert _decode(frame)[2] == index
       if valid:
-        seen.setdefault(chunk['video'], []).append(int(index))
+        seen.setdefault(chunk["video"], []).append(int(index))
   assert len(seen) == NUM_IDS * VIDS_PER_ID
   assert all(v == list(range(FRAMES)) for v in seen.values())
-  halves = [{c['video'] for c in pipelines.reconstruction_dataset(
+  halves = [{c["video"] for c in pipelines.reconstruction_dataset(
       cfg, store=store, process_index=p, process_count=2)} for p in range(2)]
   assert not halves[0] & halves[1] and halves[0] | halves[1] == set(seen)
 
 
 def test_pair_list_csv(root, store, tmp_path):
-  with_header = tmp_path / 'pairs.csv'
-  with_header.write_text('driving_frame,driving_video,source_video,source_frame\n'
-                         '5,id1#v1,id0#v0,2\n0,id3#v0.mp4,id2#v1,4\n')
-  no_header = tmp_path / 'plain.csv'
-  no_header.write_text('id0#v0,2,id1#v1,5\n\nid2#v1,4,id3#v0.mp4,0\n')
-  expected = [pipelines.PairSpec('id0#v0', 2, 'id1#v1', 5),
-              pipelines.PairSpec('id2#v1', 4, 'id3#v0.mp4', 0)]
+  with_header = tmp_path / "pairs.csv"
+  with_header.write_text("driving_frame,driving_video,source_video,source_frame\n"
+                         "5,id1#v1,id0#v0,2\n0,id3#v0.mp4,id2#v1,4\n")
+  no_header = tmp_path / "plain.csv"
+  no_header.write_text("id0#v0,2,id1#v1,5\n\nid2#v1,4,id3#v0.mp4,0\n")
+  expected = [pipelines.PairSpec("id0#v0", 2, "id1#v1", 5),
+              pipelines.PairSpec("id2#v1", 4, "id3#v0.mp4", 0)]
   assert pipelines.read_pair_csv(with_header) == expected
   assert pipelines.read_pair_csv(no_header) == expected
   batch = next(iter(pipelines.pair_list_dataset(_config(root), no_header, store=store)))
-  assert list(batch['driving_video']) == ['id1#v1', 'id3#v0']
-  assert [_decode(f) for f in batch['source']] == [(0, 0, 2), (2, 1, 4)]
-  assert [_decode(f) for f in batch['driving']] == [(1, 1, 5), (3, 0, 0)]
+  assert list(batch["driving_video"]) == ["id1#v1", "id3#v0"]
+  assert [_decode(f) for f in batch["source"]] == [(0, 0, 2), (2, 1, 4)]
+  assert [_decode(f) for f in batch["driving"]] == [(1, 1, 5), (3, 0, 0)]
 
 
 def test_whole_video_iteration(root, store):
   videos = list(pipelines.video_dataset(_config(root), store=store))
   assert len(videos) == NUM_IDS * VIDS_PER_ID
-  assert videos[0]['frames'].shape == (FRAMES, SIZE, SIZE, 3)
-  assert videos[0]['frames'].dtype == np.uint8
+  assert videos[0]["frames"].shape == (FRAMES, SIZE, SIZE, 3)
+  assert videos[0]["frames"].dtype == np.uint8
 
 
-def test_make_global_batch_on_eight_devices():
-  devices = jax.devices()
-  assert len(devices) == 8
-  mesh = jax.sharding.Mesh(np.array(devices), ('data',))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  local = {'source': np.arange(8 * 2 * 2 * 3, dtype=np.float32).reshape(8, 2, 2, 3),
-           'video': np.array(['a'] * 8)}
-  batch = pipelines.make_global_batch(local, sharding)
-  assert isinstance(batch['source'], jax.Array)
-  assert batch['source'].shape == (8, 2, 2, 3)
-  assert len(batch['source'].addressable_shards) == 8
-  np.testing.assert_array_equal(np.asarray(batch['source']), local['source'])
-  assert batch['video'] is not None and batch['video'].dtype.kind == 'U'
+def test_global_batch_on_eight_devices():
+  """Pipeline batches go onto the devices with talkingmem.sharding.global_batch."""
+  assert len(jax.devices()) == 8
+  mesh = jax.make_mesh((8,), (sharding.DATA_AXIS,))
+  local = {"source": np.arange(8 * 2 * 2 * 3, dtype=np.float32).reshape(8, 2, 2, 3),
+           "video": np.array(["a"] * 8)}
+  batch = sharding.global_batch(local, mesh)
+  assert isinstance(batch["source"], jax.Array)
+  assert batch["source"].shape == (8, 2, 2, 3)
+  assert len(batch["source"].addressable_shards) == 8
+  np.testing.assert_array_equal(np.asarray(batch["source"]), local["source"])
+  assert "video" not in batch  # Names cannot live on devices.
 
 
 # -- Same interface over a built TFDS dataset ------------------------------------
@@ -272,25 +273,25 @@ def test_make_global_batch_on_eight_devices():
 
 def test_tfds_format_gives_the_same_pairs(root, store, tmp_path):
   from data_pipelines.fomm import tfds_builders  # pylint: disable=g-import-not-at-top
-  tfds_builders.build('voxceleb', root, tmp_path)
+  tfds_builders.build("voxceleb", root, tmp_path)
   folders = list(zip(range(2), pipelines.train_dataset(_config(root, augment=True),
                                                        store=store)))
-  tfds_cfg = _config(tmp_path, format='tfds', dataset='voxceleb', augment=True)
+  tfds_cfg = _config(tmp_path, format="tfds", dataset="voxceleb", augment=True)
   for (_, expected), got in zip(folders, pipelines.train_dataset(tfds_cfg)):
-    np.testing.assert_array_equal(expected['source'], got['source'])
-    np.testing.assert_array_equal(expected['driving'], got['driving'])
+    np.testing.assert_array_equal(expected["source"], got["source"])
+    np.testing.assert_array_equal(expected["driving"], got["driving"])
 
 
 def test_global_batches_do_not_depend_on_process_count():
   """Process p's local batch fills rows [p*L, (p+1)*L) of every global batch, as one process would."""
-  from data_pipelines.fomm.pipelines import train_slot_dataset
   global_batch, batches = 8, 3
-  one = train_slot_dataset(10, seed=3, process_index=0, process_count=1, num_epochs=4,
+  one = grain_utils.train_slot_dataset(10, seed=3, process_index=0, process_count=1, num_epochs=4,
                            local_batch=global_batch)
   expected = [one[i] for i in range(global_batch * batches)]
   for count in (2, 4):
     local = global_batch // count
-    shards = [train_slot_dataset(10, seed=3, process_index=p, process_count=count, num_epochs=4,
-                                 local_batch=local) for p in range(count)]
+    shards = [grain_utils.train_slot_dataset(10, seed=3, process_index=p, process_count=count,
+                                             num_epochs=4, local_batch=local)
+              for p in range(count)]
     got = [shards[p][b * local + o] for b in range(batches) for p in range(count) for o in range(local)]
     assert got == expected

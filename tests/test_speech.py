@@ -64,4 +64,4 @@ def test_missing_library_error_says_how_to_install(monkeypatch):
     raise OSError(f"{name}: cannot open shared object file")
   monkeypatch.setattr(ctypes, "CDLL", no_library)
   with pytest.raises(speech.EspeakUnavailableError, match="apt-get install"):
-    speech._load_library(None)
+    speech.load_library(None)

@@ -7,7 +7,7 @@ import pytest
 from data_pipelines.speech import layout as speech_layout
 from data_pipelines.synthetic.engine import face_model as face_model_lib
 from data_pipelines.synthetic import speech_audio as speech
-from data_pipelines.synthetic import speech_set as speech_dataset
+from data_pipelines.synthetic import speech_set as speech_set
 from data_pipelines.synthetic import visemes
 
 needs_espeak = pytest.mark.skipif(not speech.is_available(),
@@ -24,14 +24,14 @@ def face_model():
 def dataset(tmp_path_factory):
   """2 speakers x 2 clips with 2 workers, through the library call."""
   out = tmp_path_factory.mktemp("speech") / "a"
-  info = speech_dataset.generate_speech_dataset(out, num_speakers=2, clips_per_speaker=2, seed=3,
+  info = speech_set.generate_speech_dataset(out, num_speakers=2, clips_per_speaker=2, seed=3,
                                                 workers=2)
   return out, info
 
 
 def test_sentences_are_varied_and_seeded():
   def draw(seed):
-    return [speech_dataset.sample_sentence(np.random.default_rng([seed, i])) for i in range(100)]
+    return [speech_set.sample_sentence(np.random.default_rng([seed, i])) for i in range(100)]
 
   assert draw(0) == draw(0)
   assert len(set(draw(0))) > 90
@@ -40,11 +40,11 @@ def test_sentences_are_varied_and_seeded():
 
 
 def test_speakers_have_several_voices_shared_across_speakers():
-  profiles = [speech_dataset.speaker_profile(0, i) for i in range(16)]
+  profiles = [speech_set.speaker_profile(0, i) for i in range(16)]
   assert all(2 <= len(p.voices) <= 3 for p in profiles)
   accents = [v.voice for p in profiles for v in p.voices]
   assert len(set(v.split("+")[1] for v in accents)) > 5
-  assert speech_dataset.speaker_profile(0, 3) == profiles[3]
+  assert speech_set.speaker_profile(0, 3) == profiles[3]
   styles = {p.style for p in profiles}
   assert len(styles) == 16
 
@@ -81,7 +81,7 @@ def test_deterministic_whatever_the_workers_and_cli(dataset, tmp_path, capsys):
   """Each clip is made in a fresh process: coefficients, vertices AND audio repeat exactly."""
   out, _ = dataset
   other = tmp_path / "b"
-  speech_dataset.main(["--out", str(other), "--num_speakers", "2", "--clips_per_speaker", "2",
+  speech_set.main(["--out", str(other), "--num_speakers", "2", "--clips_per_speaker", "2",
                        "--seed", "3", "--workers", "1"])
   summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert summary["num_clips"] == 4 and summary["audio_seconds"] > 4
@@ -101,13 +101,13 @@ def test_one_to_many_same_sentence_and_voice_different_mouths(face_model):
   """Two speakers say the same sentence with the same voice: the audio (phonemes) agree, the mouth
   coefficients on the same phonemes do not."""
   text = "place blue at f two now"
-  voice = speech_dataset.Voice("en-us+m3", pitch=50, pitch_range=50, rate=170)
+  voice = speech_set.Voice("en-us+m3", pitch=50, pitch_range=50, rate=170)
   per_speaker = []
   for s in (0, 1):
-    profile = speech_dataset.speaker_profile(0, s)
-    plan = speech_dataset.clip_plan(0, profile, 0, text=text, voice=voice)
-    plan = speech_dataset.dataclasses.replace(plan, lead_silence_s=0.1, tail_silence_s=0.1)
-    clip = speech_dataset.generate_clip(face_model, 0, profile, plan)
+    profile = speech_set.speaker_profile(0, s)
+    plan = speech_set.clip_plan(0, profile, 0, text=text, voice=voice)
+    plan = speech_set.dataclasses.replace(plan, lead_silence_s=0.1, tail_silence_s=0.1)
+    clip = speech_set.generate_clip(face_model, 0, profile, plan)
     per_speaker.append(clip)
   names = [[p for _, _, p in c["phonemes"]] for c in per_speaker]
   assert names[0] == names[1]
@@ -123,19 +123,19 @@ def test_one_to_many_same_sentence_and_voice_different_mouths(face_model):
   a, b = at_vowels(per_speaker[0]), at_vowels(per_speaker[1])
   assert np.abs(a - b).max() > 0.1, (a, b)
   # And the speaker's habits show: smile and asymmetry differ even with the mouth at rest.
-  styles = [speech_dataset.speaker_profile(0, s).style for s in (0, 1)]
+  styles = [speech_set.speaker_profile(0, s).style for s in (0, 1)]
   assert styles[0] != styles[1]
 
 
 @needs_espeak
 def test_render_writes_video_with_audio(tmp_path, face_model):
   from data_pipelines import video_io
-  profile = speech_dataset.speaker_profile(1, 0)
-  plan = speech_dataset.clip_plan(1, profile, 0, text="bin red")
-  clip = speech_dataset.generate_clip(face_model, 1, profile, plan, render=True, size=32)
+  profile = speech_set.speaker_profile(1, 0)
+  plan = speech_set.clip_plan(1, profile, 0, text="bin red")
+  clip = speech_set.generate_clip(face_model, 1, profile, plan, render=True, size=32)
   t = len(clip["exp"])
   assert clip["frames"].shape == (t, 32, 32, 3) and clip["frames"].dtype == np.uint8
-  speech_dataset.write_clip(tmp_path / "spk" / "clip", clip, plan, face_model.exp_names)
+  speech_set.write_clip(tmp_path / "spk" / "clip", clip, plan, face_model.exp_names)
   info = video_io.video_info(tmp_path / "spk" / "clip" / "video.mp4")
   assert info["frames"] == t and info["has_audio"] and info["fps"] == 25
   assert speech_layout.list_clips(tmp_path)[0].num_frames == t

@@ -1,55 +1,13 @@
 """Speech layout and Grain pipelines: validation, splits, frame/feature alignment, determinism."""
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from data_pipelines.speech import layout as speech_layout
 from data_pipelines.speech import pipelines as sp
-from data_pipelines.synthetic.engine import face_model as face_model_lib
 from data_pipelines import audio as audio_lib
-
-EXP_NAMES = ("jaw_open", "lip_round", "lip_stretch", "blink_left", "brow_raise")
-
-
-def toy_face_model(seed=0, vertices=40, mouth=6) -> face_model_lib.FaceModel:
-  rng = np.random.default_rng(seed)
-  return face_model_lib.FaceModel(
-      mean=rng.normal(size=(vertices, 3)).astype(np.float32),
-      id_basis=(0.1 * rng.normal(size=(4, vertices, 3))).astype(np.float32),
-      exp_basis=(0.1 * rng.normal(size=(len(EXP_NAMES), vertices, 3))).astype(np.float32),
-      exp_names=EXP_NAMES, triangles=np.array([[0, 1, 2]], np.int32),
-      mouth_vertex_ids=np.arange(mouth, dtype=np.int32),
-      landmark_vertex_ids=rng.integers(0, vertices, 68).astype(np.int32))
-
-
-def make_toy_dataset(root, speakers=3, clips=3, seed=0, lengths=(40, 70)) -> pathlib.Path:
-  """Learnable toy data in the layout, no espeak: jaw follows the loudness of a tone."""
-  root = pathlib.Path(root)
-  root.mkdir(parents=True, exist_ok=True)
-  model = toy_face_model(seed)
-  model.save(root / "face_model.npz")
-  rng = np.random.default_rng(seed)
-  for s in range(speakers):
-    gain = 0.5 + 0.5 * s / max(speakers - 1, 1)  # Speaker habit: how wide the jaw opens.
-    ident = rng.normal(size=4).astype(np.float32)
-    for c in range(clips):
-      t = int(rng.integers(*lengths))
-      n = t * 640 - int(rng.integers(0, 600))  # ceil(n / 640) == t frames.
-      envelope = np.clip(np.sin(np.linspace(0, rng.uniform(4, 12), t)), 0, 1)
-      sample_env = np.interp(np.arange(n) / 16000, np.arange(t) / 25, envelope)
-      freq = rng.uniform(150, 400)
-      audio = 0.5 * sample_env * np.sin(2 * np.pi * freq * np.arange(n) / 16000)
-      exp = np.zeros((t, len(EXP_NAMES)), np.float32)
-      exp[:, 0] = gain * envelope
-      exp[:, 1] = 0.3 * envelope ** 2
-      exp[:, 3] = rng.uniform(size=t) > 0.9  # Blinks: not in the audio.
-      vertices = model.vertices(ident, exp)[:, model.mouth_vertex_ids]
-      speech_layout.write_clip(root / f"s{s}" / f"c{c}", audio, exp, ident,
-                               pose=np.zeros((t, 6)), mouth_vertices=vertices, exp_names=EXP_NAMES)
-  return root
-
+from synthetic_speech import make_toy_dataset  # tests/ is on sys.path under pytest.
 
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory):
@@ -89,7 +47,7 @@ def test_windows_align_frames_with_features(store, toy_root):
   # Independent reference: log-mel of the wav, standardised, frame t <-> feature 2t (+-8).
   wave = speech_layout.read_audio(clip.path / "audio.wav")
   mel = np.asarray(audio_lib.log_mel_spectrogram(wave))
-  mean, std = store._stats  # pylint: disable=protected-access
+  mean, std = store.feature_standardisation()
   mel = (mel - mean) / std
   for i, t in enumerate(range(5, 13)):
     idx = np.clip(np.arange(2 * t - 8, 2 * t + 8), 0, len(mel) - 1)
@@ -149,6 +107,20 @@ def test_train_batches_are_deterministic_resumable_and_sharded(store, toy_root):
                                         process_count=1), 1)[0]
   assert not np.array_equal(other_seed["start"], a[0]["start"]) or \
       not np.array_equal(other_seed["clip"], a[0]["clip"])
+
+
+def test_worker_processes_give_the_same_batches(store, toy_root):
+  """The store pickles into Grain workers (without its lock and cache) and reads the same."""
+  expected = next(iter(sp.train_dataset(_config(toy_root), store=store, process_index=0,
+                                        process_count=1)))
+  it = iter(sp.train_dataset(_config(toy_root, worker_count=1), store=store, process_index=0,
+                             process_count=1))
+  try:
+    got = next(it)
+  finally:
+    it.close()
+  for key in expected:
+    np.testing.assert_array_equal(got[key], expected[key])
 
 
 @pytest.mark.parametrize("count", [1, 2])

@@ -9,7 +9,7 @@ import pytest
 
 from data_pipelines import video_io
 from data_pipelines.synthetic.engine import face_model as fm
-from data_pipelines.synthetic import video_set as generate
+from data_pipelines.synthetic import video_set
 from data_pipelines.synthetic.engine import motion
 
 SMALL = dict(num_identities=3, clips_per_identity=2, frames_per_clip=4, size=32,
@@ -40,7 +40,7 @@ def _assert_same(a, b):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
   root = tmp_path_factory.mktemp("synth")
-  info = generate.generate_dataset(root, seed=7, workers=1, **SMALL)
+  info = video_set.generate_dataset(root, seed=7, workers=1, **SMALL)
   return root, info
 
 
@@ -84,10 +84,10 @@ def test_layout_and_metadata(dataset):
 def test_same_seed_is_bit_identical_and_seed_matters(dataset, tmp_path):
   root, _ = dataset
   again = tmp_path / "again"
-  generate.generate_dataset(again, seed=7, workers=1, **SMALL)
+  video_set.generate_dataset(again, seed=7, workers=1, **SMALL)
   _assert_same(_read_all(root), _read_all(again))
   other = tmp_path / "other"
-  generate.generate_dataset(other, seed=8, workers=1, **SMALL)
+  video_set.generate_dataset(other, seed=8, workers=1, **SMALL)
   a, b = _read_all(root), _read_all(other)
   common = sorted(a.keys() & b.keys())
   assert common
@@ -97,13 +97,13 @@ def test_same_seed_is_bit_identical_and_seed_matters(dataset, tmp_path):
 def test_worker_count_does_not_change_output(dataset, tmp_path):
   root, _ = dataset
   parallel = tmp_path / "parallel"
-  info = generate.generate_dataset(parallel, seed=7, workers=2, **SMALL)
+  info = video_set.generate_dataset(parallel, seed=7, workers=2, **SMALL)
   assert info["workers"] == 2
   _assert_same(_read_all(root), _read_all(parallel))
 
 
 def test_mp4_and_mixed_formats(tmp_path):
-  generate.generate_dataset(tmp_path, seed=1, workers=1, num_identities=2, clips_per_identity=2,
+  video_set.generate_dataset(tmp_path, seed=1, workers=1, num_identities=2, clips_per_identity=2,
                             frames_per_clip=3, size=32, test_fraction=0.5, video_format="mix")
   mp4s = list(tmp_path.glob("*/*.mp4"))
   folders = [p for p in tmp_path.glob("*/*#*") if p.is_dir()]
@@ -111,20 +111,20 @@ def test_mp4_and_mixed_formats(tmp_path):
   frames = video_io.read_video(mp4s[0])
   assert frames.shape == (3, 32, 32, 3)
   with pytest.raises(ValueError, match="even"):
-    generate.generate_dataset(tmp_path / "odd", num_identities=1, clips_per_identity=1,
+    video_set.generate_dataset(tmp_path / "odd", num_identities=1, clips_per_identity=1,
                               frames_per_clip=1, size=33, video_format="mp4")
 
 
 def test_clip_is_a_pure_function_of_its_seed():
   model = fm.build_face_model()
   kw = dict(seed=3, identity_index=5, clip_index=1, frames_per_clip=3, size=24, fps=25.0)
-  f1, m1 = generate.generate_clip(model, **kw)
-  f2, m2 = generate.generate_clip(model, **kw)
+  f1, m1 = video_set.generate_clip(model, **kw)
+  f2, m2 = video_set.generate_clip(model, **kw)
   np.testing.assert_array_equal(f1, f2)
   for k in m1:
     np.testing.assert_array_equal(m1[k], m2[k])
   # Clips of one identity share the identity but not the motion.
-  _, m3 = generate.generate_clip(model, **dict(kw, clip_index=2))
+  _, m3 = video_set.generate_clip(model, **dict(kw, clip_index=2))
   np.testing.assert_array_equal(m1["id_coeffs"], m3["id_coeffs"])
   assert not np.array_equal(m1["pose"], m3["pose"])
 
@@ -152,15 +152,15 @@ def test_motion_is_reproducible_and_in_range():
 
 
 def test_split_holds_out_identities():
-  is_test = generate.split_identities(50, 0.2, seed=0)
+  is_test = video_set.split_identities(50, 0.2, seed=0)
   assert is_test.sum() == 10
-  np.testing.assert_array_equal(is_test, generate.split_identities(50, 0.2, seed=0))
-  assert generate.split_identities(2, 0.01, seed=0).sum() == 1
-  assert generate.split_identities(5, 0.0, seed=0).sum() == 0
+  np.testing.assert_array_equal(is_test, video_set.split_identities(50, 0.2, seed=0))
+  assert video_set.split_identities(2, 0.01, seed=0).sum() == 1
+  assert video_set.split_identities(5, 0.0, seed=0).sum() == 0
 
 
 def test_command_line_prints_one_json_line(tmp_path, capsys):
-  generate.main(["--out", str(tmp_path), "--size", "24", "--num_identities", "2",
+  video_set.main(["--out", str(tmp_path), "--size", "24", "--num_identities", "2",
                  "--clips_per_identity", "1", "--frames_per_clip", "2", "--video_format", "png",
                  "--workers", "1"])
   lines = capsys.readouterr().out.strip().splitlines()

@@ -103,7 +103,7 @@ def apply_params(frames: np.ndarray, params: AugmentParams) -> np.ndarray:
     frames = frames[::-1]
   if params.horizontal_flip:
     frames = frames[:, :, ::-1]
-  frames = np.array(frames, np.float32, order='C')  # A private copy: ops are in place.
+  frames = np.array(frames, np.float32, order="C")  # A private copy: ops are in place.
   ops = (
       lambda x: x if params.brightness == 1.0 else adjust_brightness(x, params.brightness),
       lambda x: x if params.contrast == 1.0 else adjust_contrast(x, params.contrast),

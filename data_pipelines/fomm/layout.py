@@ -38,9 +38,9 @@ from PIL import Image
 from data_pipelines import grain_utils
 from data_pipelines import video_io
 
-SPLITS = ('train', 'test')
-METADATA_SUFFIX = '.npz'
-AUDIO_SUFFIX = '.wav'
+SPLITS = ("train", "test")
+METADATA_SUFFIX = ".npz"
+AUDIO_SUFFIX = ".wav"
 _VIDEO_NAME_SUFFIXES = video_io.VIDEO_EXTENSIONS + video_io.GIF_EXTENSIONS
 
 _log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class VideoEntry:
 
 def identity_of(name: str) -> str:
   """VoxCeleb convention: the identity is the name up to the first `#`."""
-  return name.split('#', 1)[0]
+  return name.split("#", 1)[0]
 
 
 def video_name(path: pathlib.Path) -> str:
@@ -82,18 +82,18 @@ def video_name(path: pathlib.Path) -> str:
 def _kind_of(path: pathlib.Path) -> str | None:
   suffix = path.suffix.lower()
   if path.is_dir():
-    return 'frames'
+    return "frames"
   if suffix in video_io.VIDEO_EXTENSIONS:
-    return 'file'
+    return "file"
   if suffix in video_io.GIF_EXTENSIONS:
-    return 'gif'
+    return "gif"
   if suffix in video_io.STRIP_EXTENSIONS:
-    return 'strip'
+    return "strip"
   return None  # .npz metadata, .wav audio, READMEs, ...
 
 
 # Preference when one name exists in several containers (frames decode fastest).
-_KIND_PRIORITY = {'frames': 0, 'file': 1, 'gif': 2, 'strip': 3}
+_KIND_PRIORITY = {"frames": 0, "file": 1, "gif": 2, "strip": 3}
 
 
 def random_split(names: Sequence[str], test_fraction: float = 0.2,
@@ -106,10 +106,96 @@ def random_split(names: Sequence[str], test_fraction: float = 0.2,
     num_test = min(max(num_test, 1), len(names) - 1) if len(names) > 1 else 0
   test = sorted(names[i] for i in order[:num_test])
   train = sorted(names[i] for i in order[num_test:])
-  return {'train': train, 'test': test}
+  return {"train": train, "test": test}
 
 
-class FommVideoIndex(grain_utils.PerProcessStateMixin):
+class VideoIndexBase(grain_utils.PerProcessStateMixin):
+  """What the video stores share (`FommVideoIndex`, fomm/tfds_store.py's `TfdsVideoStore`).
+
+  The videos of each split (`self._videos`, filled by the subclass, sorted by name), lookup by
+  name, videos found broken while reading (replaced by the pair source, counted in
+  `skip_summary`) and resizing to `image_size`. Subclasses add the frame access of the
+  `VideoStore` protocol (num_frames, read_frames, read_video).
+  """
+
+  def __init__(self, location: str | os.PathLike,
+               image_size: int | tuple[int, int] | None = None):
+    self._location = str(location)  # Names the dataset in messages.
+    if isinstance(image_size, int):
+      image_size = (image_size, image_size)
+    self.image_size = tuple(image_size) if image_size is not None else None
+    self.skipped: dict[str, str] = {}  # video (path, or path[record]) -> reason
+    self._failed: set[str] = set()
+    self._warned_resize = False
+    self._warned_runtime = False
+    self._videos: dict[str, list[VideoEntry]] = {}
+    self.__dict__.update(self.per_process_state())
+
+  def per_process_state(self) -> dict[str, Any]:
+    return {"_lock": threading.Lock()}
+
+  @property
+  def splits(self) -> tuple[str, ...]:
+    return tuple(s for s in SPLITS if self._videos.get(s))
+
+  def videos(self, split: str = "train") -> list[VideoEntry]:
+    """Valid videos of `split`, sorted by name."""
+    return list(self._videos.get(split, ()))
+
+  def identities(self, split: str = "train") -> list[str]:
+    """Sorted identities of `split`."""
+    return sorted({v.identity for v in self._videos.get(split, ())})
+
+  def videos_by_identity(self, split: str = "train") -> dict[str, list[VideoEntry]]:
+    out: dict[str, list[VideoEntry]] = collections.defaultdict(list)
+    for video in self._videos.get(split, ()):
+      out[video.identity].append(video)
+    return dict(sorted(out.items()))
+
+  def find(self, name: str, split: str | None = None) -> VideoEntry:
+    """The video called `name` (a container suffix in `name` is ignored)."""
+    stem = video_name(pathlib.Path(name))
+    for s in ([split] if split else SPLITS):
+      for video in self._videos.get(s, ()):
+        if video.name in (name, stem):
+          return video
+    raise KeyError(f"no video {name!r} in {self._location}")
+
+  def skip_summary(self) -> dict[str, int]:
+    """Skipped (or failed while reading) videos per reason."""
+    return dict(collections.Counter(self.skipped.values()))
+
+  @staticmethod
+  def _failure_key(video: VideoEntry) -> str:
+    return video.path if video.record < 0 else f"{video.path}[{video.record}]"
+
+  def is_failed(self, video: VideoEntry) -> bool:
+    return self._failure_key(video) in self._failed
+
+  def report_failure(self, video: VideoEntry, reason: str) -> None:
+    """Records a video found broken while reading; warns once per process."""
+    key = self._failure_key(video)
+    with self._lock:
+      self._failed.add(key)
+      self.skipped[key] = reason
+      first = not self._warned_runtime
+      self._warned_runtime = True
+    if first:
+      _log.warning("video %s failed while reading (%s); it is replaced by "
+                   "another one and counted in skip_summary()", key, reason)
+
+  def fit_image_size(self, frames: np.ndarray, where: str | os.PathLike) -> np.ndarray:
+    """(n, H, W, 3) frames resized to image_size (warns once); `where` names them."""
+    if self.image_size is None or frames.shape[1:3] == self.image_size:
+      return frames
+    if not self._warned_resize:
+      self._warned_resize = True
+      _log.warning("%s: frames of size %s are resized to %s (warned once)",
+                   where, frames.shape[1:3], self.image_size)
+    return video_io.resize_frames(frames, self.image_size)
+
+
+class FommVideoIndex(VideoIndexBase):
   """Videos of a FOMM-layout dataset, per split and per identity.
 
   Frame access (`num_frames`, `read_frames`) only decodes what it needs for
@@ -138,18 +224,10 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     """
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
-      raise FileNotFoundError(f'dataset root {self.root} is not a folder')
-    if isinstance(image_size, int):
-      image_size = (image_size, image_size)
-    self.image_size = tuple(image_size) if image_size is not None else None
-    self.skipped: dict[str, str] = {}  # path -> reason
+      raise FileNotFoundError(f"dataset root {self.root} is not a folder")
     self._num_frames: dict[str, int] = {}
-    self._failed_paths: set[str] = set()
-    self._warned_resize = False
-    self._warned_runtime = False
-    self._videos: dict[str, list[VideoEntry]] = {}
     self._cache_limit = int(decoded_cache_mb * 2**20)
-    self.__dict__.update(self.per_process_state())
+    super().__init__(self.root, image_size)
     self._list(test_fraction, split_seed, num_threads)
     self._report_skipped()
 
@@ -161,7 +239,7 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     """Video entries of one folder, keyed by name (duplicates recorded)."""
     found: dict[str, pathlib.Path] = {}
     for path in sorted(folder.iterdir()):
-      if path.name.startswith('.'):
+      if path.name.startswith("."):
         continue
       kind = _kind_of(path)
       if kind is None:
@@ -170,7 +248,7 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
       if name in found:
         keep, drop = sorted(
             [found[name], path], key=lambda p: _KIND_PRIORITY[_kind_of(p)])
-        self.skipped[str(drop)] = f'duplicate of {keep.name}'
+        self.skipped[str(drop)] = f"duplicate of {keep.name}"
         found[name] = keep
       else:
         found[name] = path
@@ -206,73 +284,38 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     """(frame count, None) or (0, reason to skip). Reads headers only."""
     try:
       kind = _kind_of(path)
-      if kind == 'frames':
+      if kind == "frames":
         count = len(video_io.list_frame_files(path))
-        return (count, None) if count else (0, 'empty frames folder')
+        return (count, None) if count else (0, "empty frames folder")
       if path.stat().st_size == 0:
-        return 0, 'empty file'
-      if kind == 'file':
+        return 0, "empty file"
+      if kind == "file":
         cap = cv2.VideoCapture(str(path))
         try:
           if not cap.isOpened():
-            return 0, 'unreadable video file'
+            return 0, "unreadable video file"
           count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
           if count <= 0:  # Some containers lack a count: decode one frame.
             count = 1 if cap.read()[0] else 0
         finally:
           cap.release()
-        return (count, None) if count > 0 else (0, 'no decodable frames')
-      if kind == 'gif':
+        return (count, None) if count > 0 else (0, "no decodable frames")
+      if kind == "gif":
         with Image.open(path) as img:
-          return getattr(img, 'n_frames', 1), None
+          return getattr(img, "n_frames", 1), None
       with Image.open(path) as img:  # strip
         height, width = img.height, img.width
       if height == 0 or width % height:
-        return 0, f'strip width {width} not a multiple of height {height}'
+        return 0, f"strip width {width} not a multiple of height {height}"
       return width // height, None
     except (OSError, ValueError, cv2.error, SyntaxError) as e:
-      return 0, f'unreadable: {type(e).__name__}'
+      return 0, f"unreadable: {type(e).__name__}"
 
   def _report_skipped(self):
     if self.skipped:
       reasons = collections.Counter(self.skipped.values())
-      _log.warning('%s: skipped %d videos (%s); e.g. %s', self.root,
+      _log.warning("%s: skipped %d videos (%s); e.g. %s", self.root,
                    len(self.skipped), dict(reasons), next(iter(self.skipped)))
-
-  # --------------------------------------------------------------------------
-  # Listing API.
-  # --------------------------------------------------------------------------
-
-  @property
-  def splits(self) -> tuple[str, ...]:
-    return tuple(s for s in SPLITS if self._videos.get(s))
-
-  def videos(self, split: str = 'train') -> list[VideoEntry]:
-    """Valid videos of `split`, sorted by name."""
-    return list(self._videos.get(split, ()))
-
-  def identities(self, split: str = 'train') -> list[str]:
-    """Sorted identities of `split`."""
-    return sorted({v.identity for v in self._videos.get(split, ())})
-
-  def videos_by_identity(self, split: str = 'train') -> dict[str, list[VideoEntry]]:
-    out: dict[str, list[VideoEntry]] = collections.defaultdict(list)
-    for video in self._videos.get(split, ()):
-      out[video.identity].append(video)
-    return dict(sorted(out.items()))
-
-  def find(self, name: str, split: str | None = None) -> VideoEntry:
-    """The video called `name` (a container suffix in `name` is ignored)."""
-    stem = video_name(pathlib.Path(name))
-    for s in ([split] if split else SPLITS):
-      for video in self._videos.get(s, ()):
-        if video.name in (name, stem):
-          return video
-    raise KeyError(f'no video {name!r} in {self.root}')
-
-  def skip_summary(self) -> dict[str, int]:
-    """Skipped (or failed while reading) videos per reason."""
-    return dict(collections.Counter(self.skipped.values()))
 
   # --------------------------------------------------------------------------
   # Frame access.
@@ -280,20 +323,6 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
 
   def num_frames(self, video: VideoEntry) -> int:
     return self._num_frames[video.path]
-
-  def is_failed(self, video: VideoEntry) -> bool:
-    return video.path in self._failed_paths
-
-  def report_failure(self, video: VideoEntry, reason: str) -> None:
-    """Records a video found broken while reading; warns once per process."""
-    with self._lock:
-      self._failed_paths.add(video.path)
-      self.skipped[video.path] = reason
-      first = not self._warned_runtime
-      self._warned_runtime = True
-    if first:
-      _log.warning('video %s failed while reading (%s); it is replaced by '
-                   'another one and counted in skip_summary()', video.path, reason)
 
   def read_frames(self, video: VideoEntry, indices: Sequence[int]) -> np.ndarray:
     """Frames `indices` of `video` as (n, H, W, 3) uint8, resized to image_size.
@@ -304,19 +333,19 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     indices = [int(i) for i in indices]
     count = self.num_frames(video)
     if any(i < 0 or i >= count for i in indices):
-      raise IndexError(f'frame indices {indices} out of range for {video.name} '
-                       f'({count} frames)')
+      raise IndexError(f"frame indices {indices} out of range for {video.name} "
+                       f"({count} frames)")
     path = pathlib.Path(video.path)
-    if video.kind == 'frames':
+    if video.kind == "frames":
       files = video_io.list_frame_files(path)
       if len(files) != count:
-        raise video_io.VideoReadError(path, 'frames folder changed on disk')
+        raise video_io.VideoReadError(path, "frames folder changed on disk")
       frames = [video_io.read_image_file(files[i]) for i in indices]
-    elif self._cache_limit > 0 and video.kind in ('file', 'gif'):
+    elif self._cache_limit > 0 and video.kind in ("file", "gif"):
       return self._cached_frames(video, indices)
-    elif video.kind == 'file':
+    elif video.kind == "file":
       frames = self._read_file_frames(video, indices)
-    elif video.kind == 'gif':
+    elif video.kind == "gif":
       frames = self._read_gif_frames(path, indices)
     else:
       all_frames = video_io.read_video(path)
@@ -356,7 +385,7 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     cap = cv2.VideoCapture(video.path)
     try:
       if not cap.isOpened():
-        raise video_io.VideoReadError(video.path, 'unreadable video file')
+        raise video_io.VideoReadError(video.path, "unreadable video file")
       i = 0
       while i <= last:
         if i in wanted:
@@ -371,7 +400,7 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     finally:
       cap.release()
     if not got:
-      raise video_io.VideoReadError(video.path, 'no decodable frames')
+      raise video_io.VideoReadError(video.path, "no decodable frames")
     if i <= last:
       # The header over-counted frames: remember the true count and fall back
       # to the last decodable frame, so sampling stays in range from now on.
@@ -387,30 +416,23 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     with Image.open(path) as img:
       for i in sorted(set(indices)):
         img.seek(i)
-        out[i] = np.asarray(img.convert('RGB'))
+        out[i] = np.asarray(img.convert("RGB"))
     return [out[i] for i in indices]
 
   def _fit_size(self, path: pathlib.Path, frames: list[np.ndarray]) -> np.ndarray:
     if not frames:
-      raise video_io.VideoReadError(path, 'no frames')
+      raise video_io.VideoReadError(path, "no frames")
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
-      raise video_io.VideoReadError(path, f'frames of different sizes {sorted(shapes)}')
-    stacked = np.stack(frames)
-    if self.image_size is None or stacked.shape[1:3] == self.image_size:
-      return stacked
-    if not self._warned_resize:
-      self._warned_resize = True
-      _log.warning('%s: frames of size %s are resized to %s (warned once)',
-                   path, stacked.shape[1:3], self.image_size)
-    return video_io.resize_frames(stacked, self.image_size)
+      raise video_io.VideoReadError(path, f"frames of different sizes {sorted(shapes)}")
+    return self.fit_image_size(np.stack(frames), path)
 
   # --------------------------------------------------------------------------
   # Side files.
   # --------------------------------------------------------------------------
 
   def _side_file(self, video: VideoEntry, suffix: str) -> pathlib.Path:
-    return pathlib.Path(video.path).parent / f'{video.name}{suffix}'
+    return pathlib.Path(video.path).parent / f"{video.name}{suffix}"
 
   def metadata(self, video: VideoEntry) -> dict[str, np.ndarray] | None:
     """Arrays of `<name>.npz` next to the video, or None when there is none."""
@@ -429,14 +451,14 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
     path = self._side_file(video, AUDIO_SUFFIX)
     if path.is_file():
       return path
-    if video.kind == 'file' and video_io.video_info(video.path)['has_audio']:
+    if video.kind == "file" and video_io.video_info(video.path)["has_audio"]:
       return pathlib.Path(video.path)
     return None
 
   def per_process_state(self) -> dict[str, Any]:
-    """A lock and an empty decoded cache: each process fills its own (shipping decoded frames
-    to Grain workers would cost more)."""
-    return {'_lock': threading.Lock(), '_cache': collections.OrderedDict(), '_cache_bytes': 0}
+    """An empty decoded cache too: each process fills its own (shipping decoded frames to Grain
+    workers would cost more)."""
+    return {**super().per_process_state(), "_cache": collections.OrderedDict(), "_cache_bytes": 0}
 
   def cache_usage(self) -> tuple[list[str], int]:
     """Paths of the decoded videos in memory (least recently used first) and their bytes."""
@@ -445,4 +467,4 @@ class FommVideoIndex(grain_utils.PerProcessStateMixin):
 
   def __repr__(self) -> str:
     counts = {s: len(v) for s, v in self._videos.items()}
-    return f'FommVideoIndex({self.root}, videos={counts}, skipped={len(self.skipped)})'
+    return f"FommVideoIndex({self.root}, videos={counts}, skipped={len(self.skipped)})"

@@ -24,7 +24,7 @@ class VideoStore(Protocol):
 
   image_size: tuple[int, int] | None
 
-  def videos(self, split: str = 'train') -> list[VideoEntry]: ...
+  def videos(self, split: str = "train") -> list[VideoEntry]: ...
 
   def num_frames(self, video: VideoEntry) -> int: ...
 
@@ -53,7 +53,7 @@ class TrainPairSource:
   earlier in time unless the time flip swapped them.
   """
 
-  def __init__(self, store: VideoStore, *, split: str = 'train', seed: int = 0,
+  def __init__(self, store: VideoStore, *, split: str = "train", seed: int = 0,
                num_repeats: int = 1, id_sampling: bool = True,
                augment: augmentation.AugmentConfig | bool = True,
                max_retries: int = 20):
@@ -67,10 +67,10 @@ class TrainPairSource:
     self._augment = augment
     videos = store.videos(split)
     if not videos:
-      raise ValueError(f'no usable {split!r} videos in {store!r}')
+      raise ValueError(f"no usable {split!r} videos in {store!r}")
     groups: dict[str, list[VideoEntry]] = {}
     for video in videos:
-      key = video.identity if id_sampling else f'{video.identity}/{video.name}'
+      key = video.identity if id_sampling else f"{video.identity}/{video.name}"
       groups.setdefault(key, []).append(video)
     self._groups = [groups[k] for k in sorted(groups)]
     self._group_names = sorted(groups)
@@ -116,18 +116,18 @@ class TrainPairSource:
       try:
         return video, self._store.read_frames(video, indices)
       except (video_io.VideoReadError, OSError, ValueError, IndexError) as e:
-        self._store.report_failure(video, f'read failed: {type(e).__name__}')
+        self._store.report_failure(video, f"read failed: {type(e).__name__}")
         group = self._groups[rng.integers(len(self._groups))]
-    raise RuntimeError(f'{self._max_retries} videos in a row failed to decode; '
-                       f'skipped so far: {self._store.skip_summary()}')
+    raise RuntimeError(f"{self._max_retries} videos in a row failed to decode; "
+                       f"skipped so far: {self._store.skip_summary()}")
 
   def example(self, slot: int, key: int) -> dict[str, np.ndarray]:
     """The pair for identity `slot`, drawn with the generator of `key`."""
     rng = self.rng(key)
     _, pair = self.sample_frames(slot, rng)
     frames = augmentation.augment(to_float(pair), self._augment, rng)
-    return {'source': frames[0], 'driving': frames[1]}
+    return {"source": frames[0], "driving": frames[1]}
 
   def __repr__(self) -> str:
-    return (f'TrainPairSource(groups={len(self._groups)}, '
-            f'num_repeats={self._num_repeats}, seed={self._seed})')
+    return (f"TrainPairSource(groups={len(self._groups)}, "
+            f"num_repeats={self._num_repeats}, seed={self._seed})")

@@ -1,7 +1,7 @@
 """Grain input pipelines for talking-head training, evaluation and animation.
 
 Every pipeline reads a `VideoStore`: raw FOMM folders (`format='folders'`) or a
-dataset built by `prepare` (`format='tfds'`), behind the same interface.
+dataset built by `data_pipelines.fomm.prepare` (`format='tfds'`), behind the same interface.
 
 Training (`train_dataset`): an epoch is `num_identities * num_repeats` slots,
 shuffled per epoch; slot positions are sharded across JAX processes (each
@@ -31,9 +31,11 @@ import grain
 import numpy as np
 
 from data_pipelines import grain_utils
+from data_pipelines import tfds_utils
 from data_pipelines.fomm import augmentation
 from data_pipelines.fomm import layout as fomm_layout
 from data_pipelines.fomm import pairs as pair_source
+from data_pipelines.fomm import tfds_store
 from data_pipelines.fomm.layout import VideoEntry
 from data_pipelines.fomm.pairs import VideoStore
 
@@ -61,8 +63,8 @@ class DataConfig:
     decoded_cache_mb: folders only: MB of decoded videos kept in memory per
       process (worth it when the whole dataset fits: the synthetic demo).
   """
-  root: str = ''
-  format: str = 'folders'
+  root: str = ""
+  format: str = "folders"
   dataset: str | None = None
   image_size: int | tuple[int, int] | None = 256
   num_repeats: int = 1
@@ -74,8 +76,8 @@ class DataConfig:
   worker_buffer_size: int = 2
   read_threads: int = 2
   num_epochs: int | None = None
-  train_split: str = 'train'
-  eval_split: str = 'test'
+  train_split: str = "train"
+  eval_split: str = "test"
   eval_chunk_size: int | None = 64
   eval_batch_size: int = 16
   decoded_cache_mb: float = 0
@@ -91,7 +93,7 @@ def _augment_config(value: Any) -> augmentation.AugmentConfig:
     return value
   if isinstance(value, bool):
     return augmentation.AugmentConfig() if value else augmentation.NO_AUGMENT
-  if hasattr(value, 'to_dict'):  # ConfigDict.
+  if hasattr(value, "to_dict"):  # ConfigDict.
     value = value.to_dict()
   return augmentation.AugmentConfig(**dict(value))
 
@@ -99,10 +101,10 @@ def _augment_config(value: Any) -> augmentation.AugmentConfig:
 def make_store(config: Any) -> VideoStore:
   """The video store named by `config.format` and `config.root`."""
   cfg = as_data_config(config)
-  if cfg.format == 'folders':
+  if cfg.format == "folders":
     return fomm_layout.FommVideoIndex(cfg.root, image_size=cfg.image_size,
                                       decoded_cache_mb=cfg.decoded_cache_mb)
-  if cfg.format == 'tfds':
+  if cfg.format == "tfds":
     builder_dir = tfds_utils.find_builder_dir(cfg.root, cfg.dataset)
     return tfds_store.TfdsVideoStore(builder_dir, image_size=cfg.image_size)
   raise ValueError(f"format must be 'folders' or 'tfds', got {cfg.format!r}")
@@ -132,17 +134,16 @@ def train_dataset(config: Any, *, store: VideoStore | None = None,
   """
   cfg = as_data_config(config)
   index, count = grain_utils.resolve_process(process_index, process_count)
-  if cfg.batch_size % count:
-    raise ValueError(f'global batch {cfg.batch_size} not divisible by {count} processes')
+  local_batch = grain_utils.local_batch_size(cfg.batch_size, count)
   store = make_store(cfg) if store is None else store
   source = pair_source.TrainPairSource(
       store, split=cfg.train_split, seed=cfg.seed, num_repeats=cfg.num_repeats,
       id_sampling=cfg.id_sampling, augment=_augment_config(cfg.augment))
   ds = grain_utils.train_slot_dataset(len(source), seed=cfg.seed, process_index=index,
                                       process_count=count, num_epochs=cfg.num_epochs,
-                                      local_batch=cfg.batch_size // count)
+                                      local_batch=local_batch)
   ds = ds.map(grain_utils.ExampleFromSlot(source))
-  ds = ds.batch(cfg.batch_size // count, drop_remainder=True)
+  ds = ds.batch(local_batch, drop_remainder=True)
   return _to_iter(ds, cfg, buffer=2 * max(1, cfg.read_threads))
 
 
@@ -180,9 +181,9 @@ class _ReconstructionChunk(grain.transforms.Map):
       driving = np.concatenate([driving, np.repeat(driving[-1:], pad, 0)])
       indices = np.concatenate([indices, np.full(pad, indices[-1], np.int32)])
       valid = np.concatenate([valid, np.zeros(pad, bool)])
-    return {'video': video.name, 'identity': video.identity,
-            'source': frames[0], 'driving': driving, 'frame_indices': indices,
-            'valid': valid, 'num_frames': np.int32(self._store.num_frames(video))}
+    return {"video": video.name, "identity": video.identity,
+            "source": frames[0], "driving": driving, "frame_indices": indices,
+            "valid": valid, "num_frames": np.int32(self._store.num_frames(video))}
 
 
 def reconstruction_dataset(config: Any, *, store: VideoStore | None = None,
@@ -231,7 +232,7 @@ def read_pair_csv(path: str | os.PathLike) -> list[PairSpec]:
 
   A header row with those column names (any order) is optional.
   """
-  with open(path, newline='') as f:
+  with open(path, newline="") as f:
     rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
   if not rows:
     return []
@@ -244,7 +245,7 @@ def read_pair_csv(path: str | os.PathLike) -> list[PairSpec]:
       sv, sf, dv, df = (row[i].strip() for i in order)
       pairs.append(PairSpec(sv, int(sf), dv, int(df)))
     except (IndexError, ValueError) as e:
-      raise ValueError(f'{path}:{line}: bad pair row {row!r}') from e
+      raise ValueError(f"{path}:{line}: bad pair row {row!r}") from e
   return pairs
 
 
@@ -259,13 +260,13 @@ class _PairFromSpec(grain.transforms.Map):
     src = self._store.find(spec.source_video, self._split)
     drv = self._store.find(spec.driving_video, self._split)
     return {
-        'source': pair_source.to_float(
+        "source": pair_source.to_float(
             self._store.read_frames(src, [spec.source_frame]))[0],
-        'driving': pair_source.to_float(
+        "driving": pair_source.to_float(
             self._store.read_frames(drv, [spec.driving_frame]))[0],
-        'source_video': src.name, 'driving_video': drv.name,
-        'source_frame': np.int32(spec.source_frame),
-        'driving_frame': np.int32(spec.driving_frame),
+        "source_video": src.name, "driving_video": drv.name,
+        "source_frame": np.int32(spec.source_frame),
+        "driving_frame": np.int32(spec.driving_frame),
     }
 
 
@@ -295,8 +296,8 @@ class _WholeVideo(grain.transforms.Map):
 
   def map(self, video: VideoEntry) -> dict[str, Any]:
     frames = self._store.read_video(video)
-    return {'video': video.name, 'identity': video.identity,
-            'frames': frames, 'num_frames': np.int32(len(frames))}
+    return {"video": video.name, "identity": video.identity,
+            "frames": frames, "num_frames": np.int32(len(frames))}
 
 
 def video_dataset(config: Any, *, store: VideoStore | None = None,

@@ -20,13 +20,13 @@ from data_pipelines.fomm import tfds_builders
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--dataset', required=True, choices=sorted(tfds_builders.BUILDERS))
-  parser.add_argument('--source', required=True, help='FOMM-layout root folder')
-  parser.add_argument('--out', required=True, help='TFDS data_dir to write into')
-  parser.add_argument('--encoding', default='png', choices=('png', 'jpeg'))
-  parser.add_argument('--image_size', type=int, default=None,
-                      help='resize frames to this square size (default: keep)')
-  parser.add_argument('--jpeg_quality', type=int, default=95)
+  parser.add_argument("--dataset", required=True, choices=sorted(tfds_builders.BUILDERS))
+  parser.add_argument("--source", required=True, help="FOMM-layout root folder")
+  parser.add_argument("--out", required=True, help="TFDS data_dir to write into")
+  parser.add_argument("--encoding", default="png", choices=("png", "jpeg"))
+  parser.add_argument("--image_size", type=int, default=None,
+                      help="resize frames to this square size (default: keep)")
+  parser.add_argument("--jpeg_quality", type=int, default=95)
   return parser.parse_args(argv)
 
 
@@ -42,5 +42,5 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   sys.exit(main())

@@ -22,7 +22,6 @@ import os
 import pathlib
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
 
 from data_pipelines.speech import renderer_inputs
@@ -69,11 +68,8 @@ def greedy_select(mouth_vertices: np.ndarray, n: int) -> np.ndarray:
 
 
 def _patch(frame: np.ndarray, box: Sequence[int], patch_size: int) -> np.ndarray:
-  crop = renderer_inputs.crop_patch(np.asarray(frame), box)
-  crop = crop.astype(np.float32) / 255.0 if crop.dtype == np.uint8 else crop.astype(np.float32)
-  if crop.shape[:2] != (patch_size, patch_size):
-    crop = cv2.resize(crop, (patch_size, patch_size), interpolation=cv2.INTER_AREA)
-  return crop
+  return renderer_inputs.to_float_image(renderer_inputs.crop_patch(np.asarray(frame), box),
+                                        patch_size)
 
 
 def build_explicit_memory(mouth_vertices: np.ndarray, frames: Any, mouth_boxes: np.ndarray,

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,7 +89,7 @@ class FitConfig:
       return default_landmark_weights()
     w = np.asarray(self.landmark_weights, np.float32)
     if w.shape != (NUM_LANDMARKS,):
-      raise ValueError(f'landmark_weights must have 68 entries, got {w.shape}')
+      raise ValueError(f"landmark_weights must have 68 entries, got {w.shape}")
     return w
 
 
@@ -106,7 +108,7 @@ class FitResult:
 
   @property
   def mean_residual_px(self) -> float:
-    return float(self.residual_px.mean()) if self.residual_px.size else float('nan')
+    return float(self.residual_px.mean()) if self.residual_px.size else float("nan")
 
 
 # ---------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def project(points: jax.Array, pose: jax.Array, focal: jax.Array | float,
             principal: tuple[float, float]) -> jax.Array:
   """(..., N, 3) model-space points, (..., 6) poses -> (..., N, 2) pixels."""
   rot = rotation_matrix(pose[..., :3])
-  cam = jnp.einsum('...ij,...nj->...ni', rot, points)
+  cam = jnp.einsum("...ij,...nj->...ni", rot, points)
   x = cam[..., 0] + pose[..., 3:4]
   y = cam[..., 1] + pose[..., 4:5]
   depth = pose[..., 5:6] - cam[..., 2]
@@ -146,7 +148,7 @@ def project_np(points: np.ndarray, pose: np.ndarray, focal: float,
   """NumPy twin of `project` (for drawing; no device round trips)."""
   pose = np.asarray(pose, np.float64)
   rot = rotation_matrix(pose[..., :3], xp=np)
-  cam = np.einsum('...ij,...nj->...ni', rot, np.asarray(points, np.float64))
+  cam = np.einsum("...ij,...nj->...ni", rot, np.asarray(points, np.float64))
   x = cam[..., 0] + pose[..., 3:4]
   y = cam[..., 1] + pose[..., 4:5]
   depth = pose[..., 5:6] - cam[..., 2]
@@ -160,8 +162,8 @@ def project_np(points: np.ndarray, pose: np.ndarray, focal: float,
 
 
 def _to_pose(params: dict[str, jax.Array]) -> jax.Array:
-  tz = jnp.exp(params['log_tz'])
-  return jnp.concatenate([params['rot'], params['txy'] * tz[..., None], tz[..., None]], -1)
+  tz = jnp.exp(params["log_tz"])
+  return jnp.concatenate([params["rot"], params["txy"] * tz[..., None], tz[..., None]], -1)
 
 
 def _basis(model: face_model_lib.FaceModel) -> dict[str, jax.Array]:
@@ -171,8 +173,8 @@ def _basis(model: face_model_lib.FaceModel) -> dict[str, jax.Array]:
 
 
 def _landmarks3d(basis, id_coeffs, exp):
-  shape = basis['mean'] + jnp.einsum('k,kvc->vc', id_coeffs, basis['id'])
-  return shape + jnp.einsum('tk,kvc->tvc', exp, basis['exp'])
+  shape = basis["mean"] + jnp.einsum("k,kvc->vc", id_coeffs, basis["id"])
+  return shape + jnp.einsum("tk,kvc->tvc", exp, basis["exp"])
 
 
 def _spread(landmarks: jax.Array) -> jax.Array:
@@ -183,7 +185,7 @@ def _spread(landmarks: jax.Array) -> jax.Array:
 
 def _initial_pose(basis, id_coeffs, target, focal, principal):
   """Closed-form per-frame start: roll from the eye line, depth from the spread."""
-  model = basis['mean'] + jnp.einsum('k,kvc->vc', id_coeffs, basis['id'])
+  model = basis["mean"] + jnp.einsum("k,kvc->vc", id_coeffs, basis["id"])
   eye = target[:, _RIGHT_EYE].mean(1) - target[:, _LEFT_EYE].mean(1)
   roll = jnp.arctan2(-eye[:, 1], eye[:, 0])
   m_centre = model.mean(0)
@@ -206,18 +208,18 @@ def _objective(params, fixed, basis, target, weights, inv_spread, contiguous, fo
   """Scalar loss and (T,) per-frame mean pixel residual."""
   p = {**fixed, **params}
   pose = _to_pose(p)
-  pts = project(_landmarks3d(basis, p['id'], p['exp']), pose, focal, principal)
+  pts = project(_landmarks3d(basis, p["id"], p["exp"]), pose, focal, principal)
   diff = pts - target
   dist2 = jnp.sum(diff ** 2, -1)  # (T, 68)
   data = jnp.sum(dist2 * weights, -1) / jnp.sum(weights) * inv_spread ** 2
   loss = jnp.mean(data)
-  loss += config.id_prior * jnp.sum(p['id'] ** 2)
-  loss += config.exp_prior * jnp.mean(jnp.sum(p['exp'] ** 2, -1))
-  if p['exp'].shape[0] > 1:
+  loss += config.id_prior * jnp.sum(p["id"] ** 2)
+  loss += config.exp_prior * jnp.mean(jnp.sum(p["exp"] ** 2, -1))
+  if p["exp"].shape[0] > 1:
     link = contiguous.astype(jnp.float32)
     norm = jnp.maximum(jnp.sum(link), 1.0)
-    d_exp = jnp.sum(jnp.diff(p['exp'], axis=0) ** 2, -1)
-    pose_vec = jnp.concatenate([p['rot'], p['txy'], p['log_tz'][:, None]], -1)
+    d_exp = jnp.sum(jnp.diff(p["exp"], axis=0) ** 2, -1)
+    pose_vec = jnp.concatenate([p["rot"], p["txy"], p["log_tz"][:, None]], -1)
     d_pose = jnp.sum(jnp.diff(pose_vec, axis=0) ** 2, -1)
     loss += (config.exp_smooth * jnp.sum(d_exp * link)
              + config.pose_smooth * jnp.sum(d_pose * link)) / norm
@@ -277,29 +279,29 @@ def _fit_at_focal(id_init, exp_init, target, focal, basis, weights, contiguous, 
   return params, loss, residual
 
 
-@functools.partial(jax.jit, static_argnames=('principal', 'config'))
+@functools.partial(jax.jit, static_argnames=("principal", "config"))
 def _focal_search(target, focals, basis, weights, contiguous, principal, config):
-  n_id, n_exp = basis['id'].shape[0], basis['exp'].shape[0]
+  n_id, n_exp = basis["id"].shape[0], basis["exp"].shape[0]
   id0 = jnp.zeros(n_id)
   exp0 = jnp.zeros((target.shape[0], n_exp))
 
   def one(focal):
     params, loss, _ = _fit_at_focal(id0, exp0, target, focal, basis, weights, contiguous,
                                     principal, config, config.focal_steps, 0)
-    return params['id'], loss
+    return params["id"], loss
 
   return jax.vmap(one)(focals)
 
 
-@functools.partial(jax.jit, static_argnames=('principal', 'config'))
+@functools.partial(jax.jit, static_argnames=("principal", "config"))
 def _full_fit(target, focal, id_init, basis, weights, contiguous, principal, config):
-  exp0 = jnp.zeros((target.shape[0], basis['exp'].shape[0]))
+  exp0 = jnp.zeros((target.shape[0], basis["exp"].shape[0]))
   params, _, residual = _fit_at_focal(id_init, exp0, target, focal, basis, weights,
                                       contiguous, principal, config, config.steps,
                                       config.polish_steps)
   pose = _to_pose(params)
-  pts = project(_landmarks3d(basis, params['id'], params['exp']), pose, focal, principal)
-  return params['id'], params['exp'], pose, pts, residual
+  pts = project(_landmarks3d(basis, params["id"], params["exp"]), pose, focal, principal)
+  return params["id"], params["exp"], pose, pts, residual
 
 
 def _refine_focal(focals: np.ndarray, losses: np.ndarray) -> float:
@@ -334,15 +336,15 @@ def fit(landmarks: np.ndarray, model: face_model_lib.FaceModel, image_size: tupl
   """
   target = np.asarray(landmarks, np.float32)
   if target.ndim != 3 or target.shape[1:] != (NUM_LANDMARKS, 2) or not len(target):
-    raise ValueError(f'landmarks must be (T, 68, 2) with T >= 1, got {target.shape}')
+    raise ValueError(f"landmarks must be (T, 68, 2) with T >= 1, got {target.shape}")
   if not np.isfinite(target).all():
-    raise ValueError('landmarks contain NaN/inf; drop or interpolate those frames first')
+    raise ValueError("landmarks contain NaN/inf; drop or interpolate those frames first")
   num = len(target)
   if contiguous is None:
     contiguous = np.ones(max(num - 1, 0), bool)
   contiguous = np.asarray(contiguous, bool)
   if contiguous.shape != (max(num - 1, 0),):
-    raise ValueError(f'contiguous must be (T - 1,) = ({num - 1},), got {contiguous.shape}')
+    raise ValueError(f"contiguous must be (T - 1,) = ({num - 1},), got {contiguous.shape}")
   height, width = image_size
   principal = ((width - 1) / 2.0, (height - 1) / 2.0)
   basis = _basis(model)
@@ -379,6 +381,6 @@ def fitted_vertices(model: face_model_lib.FaceModel, result: FitResult,
   if vertex_ids is None:
     return model.vertices(result.id, result.exp)
   ids = np.asarray(vertex_ids)
-  shape = model.mean[ids] + np.einsum('k,kvc->vc', result.id, model.id_basis[:, ids])
-  return shape + np.einsum('tk,kvc->tvc', result.exp, model.exp_basis[:, ids])
+  shape = model.mean[ids] + np.einsum("k,kvc->vc", result.id, model.id_basis[:, ids])
+  return shape + np.einsum("tk,kvc->tvc", result.exp, model.exp_basis[:, ids])
 

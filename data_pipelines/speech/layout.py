@@ -189,17 +189,20 @@ def audio_duration(path: PathLike) -> float:
   return len(wave) / float(rate)
 
 
-def load_face_model(path: PathLike, clips: Sequence["ClipEntry"] = ()):
-  """The 3DMM at `path` (a file, or a root holding face_model.npz), else the one in the clips'
-  folders (prepare_speaker writes it per speaker); None if there is none."""
-  from data_pipelines.synthetic.engine import face_model as face_model_lib
+def find_face_model(path: PathLike, folders: Iterable[PathLike] = ()) -> pathlib.Path | None:
+  """The 3DMM file at `path` (a file, or a root holding face_model.npz), else the first
+  face_model.npz in `folders` (prepare_speaker writes one per speaker); None if there is none."""
   path = pathlib.Path(path)
   candidates = [path / FACE_MODEL if path.is_dir() else path]
-  candidates += [c.path / FACE_MODEL for c in clips]
-  for candidate in candidates:
-    if candidate.is_file():
-      return face_model_lib.FaceModel.load(candidate)
-  return None
+  candidates += [pathlib.Path(f) / FACE_MODEL for f in folders]
+  return next((c for c in candidates if c.is_file()), None)
+
+
+def load_face_model(path: PathLike, clips: Sequence["ClipEntry"] = ()):
+  """The 3DMM `find_face_model` finds at `path` or in the clips' folders; None if there is none."""
+  from data_pipelines.synthetic.engine import face_model as face_model_lib
+  found = find_face_model(path, [c.path for c in clips])
+  return None if found is None else face_model_lib.FaceModel.load(found)
 
 
 def write_clip(folder: PathLike, audio: np.ndarray, exp: np.ndarray, id_coeffs: np.ndarray,

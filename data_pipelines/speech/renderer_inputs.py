@@ -64,16 +64,9 @@ def camera_vertices(vertices: np.ndarray, pose: np.ndarray, size: int, focal: fl
   """Model-space (V, 3) -> (xy (V, 2) pixels, depth (V,), rotation (3, 3)) at size x size."""
   pose = _check_pose(pose)
   vertices = np.asarray(vertices, np.float64)
-  if focal is None:  # The synthetic renderer's camera (FaceRenderer._to_camera / _project).
+  if focal is None:  # The synthetic renderer's camera.
     rot = synthetic.rotation_matrix(*pose[:3])
-    _, _, _, tx, ty, scale = pose
-    per_image = (synthetic.CAMERA_DISTANCE - synthetic.FACE_Z) / (
-        synthetic.FOCAL * synthetic.CAMERA_DISTANCE)
-    shift = np.array([tx * per_image, (0.5 - synthetic.HEAD_Y - ty) * per_image, 0.0])
-    cam = scale * ((vertices - synthetic.PIVOT) @ rot.T + synthetic.PIVOT) + shift
-    depth = synthetic.CAMERA_DISTANCE - cam[:, 2]
-    f, centre = synthetic.FOCAL * size * synthetic.CAMERA_DISTANCE, (size - 1) / 2
-    xy = np.stack([centre + f * cam[:, 0] / depth, centre - f * cam[:, 1] / depth], 1)
+    xy, depth = synthetic.project_points(synthetic.camera_points(vertices, rot, pose), size)
     return xy, depth, rot
   rot = face_fitting.rotation_matrix(pose[:3], xp=np)
   cam = vertices @ rot.T

@@ -1,7 +1,8 @@
 """Frames for MemFace's neural renderer (stage 2): per-frame examples, explicit memories, Grain.
 
-Data: the per-speaker layout of `speech_layout.py` (synthetic speech with `--render`, or
-prepare_speaker folders) where each clip also has its 25 fps video as `video.mp4` or `frames/`.
+Data: the per-speaker layout of `data_pipelines/speech/layout.py` (synthetic speech with
+`--render`, or prepare_speaker folders) where each clip also has its 25 fps video as `video.mp4` or
+`frames/`.
 Coefficients come from coeffs.npz; the camera is the synthetic renderer's unless coeffs.npz holds
 `crop_focal` (N,) / `crop_principal` (N, 2) (prepare_speaker's pinhole, see renderer_inputs).
 
@@ -20,17 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grain
-import jax
 import numpy as np
 
-from data_pipelines.speech import renderer_inputs
-from data_pipelines.speech import layout as speech_layout
+from data_pipelines import grain_utils
 from data_pipelines import video_io
-from data_pipelines.fomm.pipelines import train_slot_dataset
+from data_pipelines.speech import explicit_memory
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.speech import renderer_inputs
 from data_pipelines.speech.layout import ClipEntry
 
 VIDEO_NAMES = ("video.mp4", "frames")
@@ -66,17 +67,9 @@ class RendererDataConfig:
 
 
 def as_renderer_config(config: Any) -> RendererDataConfig:
-  if isinstance(config, RendererDataConfig):
-    return config
-  values = {}
-  for field in dataclasses.fields(RendererDataConfig):
-    if isinstance(config, Mapping) and field.name in config:
-      values[field.name] = config[field.name]
-    elif not isinstance(config, Mapping) and hasattr(config, field.name):
-      values[field.name] = getattr(config, field.name)
-  if isinstance(values.get("test_speakers"), list):
-    values["test_speakers"] = tuple(values["test_speakers"])
-  return RendererDataConfig(**values)
+  """RendererDataConfig from itself, a dict, a ConfigDict or an attribute object (extras
+  ignored)."""
+  return grain_utils.config_from(RendererDataConfig, config, tuple_fields=("test_speakers",))
 
 
 def find_video(clip_dir) -> Any:
@@ -85,7 +78,8 @@ def find_video(clip_dir) -> Any:
       return clip_dir / name
   raise speech_layout.SpeechLayoutError(
       clip_dir, "no video for the renderer: needs video.mp4 or frames/ (generate synthetic data "
-      "with `speech_dataset --render`, or prepare real video with data_pipelines.speech.prepare_speaker)")
+      "with `python -m data_pipelines.synthetic.speech_set --render`, or prepare real video with "
+      "`python -m data_pipelines.speech.prepare_speaker`)")
 
 
 class RendererStore:
@@ -203,7 +197,6 @@ def _entry_key(entry: ClipEntry) -> tuple[str, int, int]:
 def build_speaker_memories(store: RendererStore, size: int, patch_size: int
                            ) -> dict[str, dict[str, np.ndarray]]:
   """One explicit memory per speaker with training frames (greedy selection, N = size)."""
-  from data_pipelines.speech import explicit_memory  # Host-side NumPy only.
   out = {}
   for speaker in store.speakers:
     if not store.train_frames.get(speaker):
@@ -251,33 +244,23 @@ class _EvalExample(grain.transforms.Map):
     return out
 
 
-def _process(process_index, process_count) -> tuple[int, int]:
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if not 0 <= index < count:
-    raise ValueError(f"process_index {index} not in [0, {count})")
-  return index, count
-
-
 def _to_iter(ds: grain.MapDataset, cfg: RendererDataConfig) -> grain.IterDataset:
-  threads = max(0, int(cfg.read_threads))
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                              prefetch_buffer_size=max(2, 2 * threads)))
+  return grain_utils.to_iter_dataset(ds, read_threads=cfg.read_threads,
+                                     prefetch_buffer_size=2 * max(1, cfg.read_threads))
 
 
 def train_dataset(config: Any, *, store: RendererStore, process_index: int | None = None,
                   process_count: int | None = None) -> grain.IterDataset:
   """Shuffled training frames, this process's share of each global batch."""
   cfg = as_renderer_config(config)
-  index, count = _process(process_index, process_count)
-  if cfg.batch_size % count:
-    raise ValueError(f"global batch {cfg.batch_size} not divisible by {count} processes")
+  index, count = grain_utils.resolve_process(process_index, process_count)
+  local_batch = grain_utils.local_batch_size(cfg.batch_size, count)
   frames = _Frames(store.splits[cfg.train_split])
   if not len(frames):
     raise ValueError(f"no training frames in {cfg.root}")
-  ds = train_slot_dataset(len(frames), seed=cfg.seed, process_index=index, process_count=count,
-                          num_epochs=cfg.num_epochs)
-  ds = ds.map(_TrainExample(store, frames)).batch(cfg.batch_size // count, drop_remainder=True)
+  ds = grain_utils.train_slot_dataset(len(frames), seed=cfg.seed, process_index=index,
+                                      process_count=count, num_epochs=cfg.num_epochs)
+  ds = ds.map(_TrainExample(store, frames)).batch(local_batch, drop_remainder=True)
   return _to_iter(ds, cfg)
 
 
@@ -286,14 +269,13 @@ def eval_dataset(config: Any, *, store: RendererStore, split: str | None = None,
                  ) -> grain.IterDataset:
   """Every eval_stride-th held-out frame in full global batches (padding has valid=False)."""
   cfg = as_renderer_config(config)
-  index, count = _process(process_index, process_count)
+  index, count = grain_utils.resolve_process(process_index, process_count)
   frames = _Frames(store.splits[split or cfg.eval_split], max(1, int(cfg.eval_stride)))
   if not len(frames):
     raise ValueError(f"no frames in split {split or cfg.eval_split!r} of {cfg.root}")
   global_batch = int(cfg.eval_batch_size or cfg.batch_size)
-  if global_batch % count:
-    raise ValueError(f"global eval batch {global_batch} not divisible by {count} processes")
-  elements = [(i, True) for i in range(len(frames))]
-  elements += [(len(frames) - 1, False)] * (-len(elements) % global_batch)
-  ds = grain.MapDataset.source(elements[index::count]).map(_EvalExample(store, frames))
-  return _to_iter(ds.batch(global_batch // count, drop_remainder=True), cfg)
+  local_batch = grain_utils.local_batch_size(global_batch, count, "global eval batch")
+  local = grain_utils.padded_shard([(i, True) for i in range(len(frames))],
+                                   (len(frames) - 1, False), global_batch, index, count)
+  ds = grain.MapDataset.source(local).map(_EvalExample(store, frames))
+  return _to_iter(ds.batch(local_batch, drop_remainder=True), cfg)

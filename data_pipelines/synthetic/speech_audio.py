@@ -88,7 +88,7 @@ class _Espeak:
   """The loaded library plus the buffers its callback fills; use only under `_LOCK`."""
 
   def __init__(self, library: str | None = None):
-    lib = _load_library(library)
+    lib = load_library(library)
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int
     lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
@@ -149,7 +149,8 @@ class _Espeak:
     return audio, self.native_rate, self.events
 
 
-def _load_library(library: str | None) -> ctypes.CDLL:
+def load_library(library: str | None) -> ctypes.CDLL:
+  """libespeak-ng from `library`, $TALKINGMEM_ESPEAK_LIB or the system (else how to install it)."""
   candidates = [library or os.environ.get(LIBRARY_ENV), "libespeak-ng.so.1",
                 ctypes.util.find_library("espeak-ng")]
   errors = []

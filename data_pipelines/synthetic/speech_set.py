@@ -28,9 +28,9 @@ Output, in the per-speaker layout of `data_pipelines/speech/layout.py` (real dat
                       video.mp4      25 fps with the audio muxed in (render=True only)
 
 Determinism: every clip is generated in a fresh worker process (forkserver, one task per process),
-so espeak-ng's cross-call state (see `speech.py`) never leaks between clips and each clip, audio
-included, is a pure function of (seed, speaker, clip): the output does not depend on the worker
-count or on the order. Text, voice settings, style, pose, blinks and the coefficient / vertex
+so espeak-ng's cross-call state (see `speech_audio.py`) never leaks between clips and each clip,
+audio included, is a pure function of (seed, speaker, clip): the output does not depend on the
+worker count or on the order. Text, voice settings, style, pose, blinks and the coefficient / vertex
 arrays are drawn from numpy generators keyed on (seed, speaker, clip); coefficients depend on audio
 only through espeak's phoneme timings, which are reproducible in a fresh process.
 
@@ -39,7 +39,6 @@ only through espeak's phoneme timings, which are reproducible in a fresh process
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -51,17 +50,23 @@ import sys
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 
+from data_pipelines import video_io
+from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic import generator_cli
+from data_pipelines.synthetic import speech_audio as speech
+from data_pipelines.synthetic import video_set
+from data_pipelines.synthetic import visemes
 from data_pipelines.synthetic.engine import face_model as face_model_lib
 from data_pipelines.synthetic.engine import motion as motion_lib
-from data_pipelines.synthetic import speech_audio as speech
-from data_pipelines.synthetic import visemes
+from data_pipelines.synthetic.engine import scene as scene_lib
 
 FPS = 25
 SAMPLE_RATE = speech.SAMPLE_RATE
 IDENTITY_OFFSET = 1 << 20  # Face identities distinct from the MCNet synthetic set's.
-_SPEAKER_KEY, _CLIP_KEY = 2, 3  # spawn_key namespaces (generate.py uses 0 and 1).
+_SPEAKER_KEY, _CLIP_KEY = 2, 3  # spawn_key namespaces (video_set.py uses 0 and 1).
 _PLAN, _MOTION, _AUDIO = 0, 1, 2  # Independent streams of one clip.
 
 # --------------------------------------------------------------------------------------------------
@@ -107,7 +112,7 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3", "f4", "f5")
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
-  """One espeak voice setting (see `speech.synthesize`)."""
+  """One espeak voice setting (see `speech_audio.synthesize`)."""
   voice: str
   pitch: int
   pitch_range: int
@@ -145,10 +150,6 @@ class ClipPlan:
   noise_std: float
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
-  return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
 def speaker_name(index: int) -> str:
   return f"spk{index:03d}"
 
@@ -158,7 +159,7 @@ def clip_name(index: int) -> str:
 
 
 def speaker_profile(seed: int, index: int) -> SpeakerProfile:
-  rng = _rng(seed, _SPEAKER_KEY, index)
+  rng = video_set.keyed_rng(seed, _SPEAKER_KEY, index)
   style = visemes.SpeakerStyle.sample(rng)
   voices = []
   for _ in range(int(rng.integers(2, 4))):
@@ -175,7 +176,7 @@ def clip_plan(seed: int, profile: SpeakerProfile, index: int, text: str | None =
               voice: Voice | None = None) -> ClipPlan:
   """The clip's text and voice; `text` / `voice` override the drawn ones (the draws still happen,
   so the rest of the clip is unchanged)."""
-  rng = _rng(seed, _CLIP_KEY, profile.index, index, _PLAN)
+  rng = video_set.keyed_rng(seed, _CLIP_KEY, profile.index, index, _PLAN)
   drawn_text = sample_sentence(rng)
   base = profile.voices[int(rng.integers(len(profile.voices)))]
   drawn_voice = dataclasses.replace(
@@ -221,11 +222,11 @@ def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerPr
   samples_per_frame = SAMPLE_RATE // FPS
   num_frames = -(-len(audio) // samples_per_frame)
   audio = np.pad(audio, (0, num_frames * samples_per_frame - len(audio)))
-  audio_rng = _rng(seed, _CLIP_KEY, profile.index, plan.index, _AUDIO)
+  audio_rng = video_set.keyed_rng(seed, _CLIP_KEY, profile.index, plan.index, _AUDIO)
   audio = profile.gain * audio + plan.noise_std * audio_rng.standard_normal(len(audio))
   audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
 
-  rng = _rng(seed, _CLIP_KEY, profile.index, plan.index, _MOTION)
+  rng = video_set.keyed_rng(seed, _CLIP_KEY, profile.index, plan.index, _MOTION)
   mouth, names = visemes.mouth_track(phonemes, profile.style, num_frames, FPS, rng)
   exp = visemes.to_components(mouth, names, model.exp_names)
   named_extra = {}
@@ -237,25 +238,22 @@ def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerPr
   pose = motion_lib.head_pose(rng, num_frames, FPS, profile.head_motion)
   gaze = motion_lib.gaze_track(rng, num_frames, FPS, pose[:, 0].astype(np.float64))
 
-  from data_pipelines.synthetic import video_set as generate  # Local: pulls in the renderer (cv2).
-  identity = generate.sample_identity(model, seed, profile.identity_index)
+  identity = video_set.sample_identity(model, seed, profile.identity_index)
   id_coeffs = identity.id_coeffs.astype(np.float32)
   vertices = model.vertices(id_coeffs, exp)[:, model.mouth_vertex_ids].astype(np.float32)
   out = dict(audio=audio, phonemes=phonemes, exp=exp.astype(np.float32), id=id_coeffs,
              pose=pose.astype(np.float32), gaze=gaze.astype(np.float32), mouth_vertices=vertices)
   if render:
-    from data_pipelines.synthetic.engine import scene as scene_lib
-    scene = scene_lib.sample_scene(_rng(seed, _SPEAKER_KEY, profile.index, 1))
+    scene = scene_lib.sample_scene(video_set.keyed_rng(seed, _SPEAKER_KEY, profile.index, 1))
     clip_motion = motion_lib.ClipMotion(pose=pose, exp_coeffs=exp, gaze=gaze.astype(np.float32),
                                         occluders=(), style=profile.head_motion)
-    out["frames"], _ = generate.render_clip(model, identity, scene, clip_motion, size)
+    out["frames"], _ = video_set.render_clip(model, identity, scene, clip_motion, size)
   return out
 
 
 def write_clip(clip_dir: pathlib.Path, clip: dict[str, Any], plan: ClipPlan,
                exp_names: tuple[str, ...]) -> None:
   """Writes one clip folder atomically (a temporary folder renamed at the end)."""
-  from data_pipelines.speech import layout as speech_layout  # Local: keeps worker start-up imports small.
   tmp = clip_dir.with_name(f".{clip_dir.name}.tmp{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
   speech_layout.write_clip(tmp, clip["audio"], clip["exp"], clip["id"], pose=clip["pose"],
@@ -267,11 +265,8 @@ def write_clip(clip_dir: pathlib.Path, clip: dict[str, Any], plan: ClipPlan,
               phonemes=[[round(s, 4), round(e, 4), p] for s, e, p in clip["phonemes"]])
   (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
   if "frames" in clip:
-    from data_pipelines import video_io
     video_io.write_video(tmp / "video.mp4", clip["frames"], fps=FPS, audio_path=tmp / "audio.wav")
-  if clip_dir.exists():
-    shutil.rmtree(clip_dir)
-  os.replace(tmp, clip_dir)
+  video_io.replace_path(tmp, clip_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,12 +278,13 @@ _MODULE = "data_pipelines.synthetic.speech_set"  # Not __name__: it is '__main__
 
 def _init_worker(model_path: str) -> None:
   global _MODEL
-  import cv2  # Parallelism comes from the processes.
-  cv2.setNumThreads(1)
+  cv2.setNumThreads(1)  # Parallelism comes from the processes.
   _MODEL = face_model_lib.FaceModel.load(model_path)
 
 
-def _work(task: dict[str, Any]) -> dict[str, Any]:
+def run_clip_task(task: dict[str, Any]) -> dict[str, Any]:
+  """Generates and writes the clip of `task` (seed, speaker, clip, render, size, out) in a worker of
+  `fresh_process_pool`; returns its speaker, clip, frames and seconds."""
   profile = speaker_profile(task["seed"], task["speaker"])
   plan = clip_plan(task["seed"], profile, task["clip"])
   clip = generate_clip(_MODEL, task["seed"], profile, plan, task["render"], task["size"])
@@ -323,7 +319,7 @@ def _unnamed_main():
 def fresh_process_pool(workers: int, model_path: str):
   """A pool whose every task runs in a new process forked from a clean server."""
   ctx = multiprocessing.get_context("forkserver")
-  ctx.set_forkserver_preload([_MODULE, "data_pipelines.synthetic.video_set"])
+  ctx.set_forkserver_preload([_MODULE])
   with _unnamed_main(), ctx.Pool(workers, _init_worker, (model_path,), maxtasksperchild=1) as pool:
     yield pool
 
@@ -358,9 +354,9 @@ def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 1
     (out / profile.name / "speaker.json").write_text(json.dumps(profile.to_json(), indent=1) + "\n")
   tasks = [dict(seed=seed, speaker=s, clip=c, render=render, size=size, out=str(out))
            for s in range(num_speakers) for c in range(clips_per_speaker)]
-  workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+  workers = video_set.pool_size(workers, len(tasks))
   with fresh_process_pool(workers, str(model_path)) as pool:
-    results = list(pool.imap(_work, tasks, chunksize=1))
+    results = list(pool.imap(run_clip_task, tasks, chunksize=1))
   seconds = time.perf_counter() - start
   info = dict(
       kind="synthetic_speech", num_speakers=num_speakers, clips_per_speaker=clips_per_speaker,
@@ -375,26 +371,19 @@ def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 1
   return info
 
 
+CLI_OPTIONS = {
+    "num_speakers": generator_cli.Option(int), "clips_per_speaker": generator_cli.Option(int),
+    "seed": generator_cli.Option(int),
+    "render": generator_cli.Option(bool, "also render video.mp4 per clip"),
+    "size": generator_cli.Option(int, "frame size with --render")}
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--num_speakers", type=int, default=16)
-  parser.add_argument("--clips_per_speaker", type=int, default=40)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--render", action="store_true", help="also render video.mp4 per clip")
-  parser.add_argument("--size", type=int, default=64, help="frame size with --render")
-  parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
-  args = parser.parse_args(argv)
-  # Through the importable module, so workers unpickle its functions rather than __main__'s.
-  import importlib
-  generate = importlib.import_module(_MODULE).generate_speech_dataset
-  info = generate(args.out, num_speakers=args.num_speakers,
-                  clips_per_speaker=args.clips_per_speaker, seed=args.seed, render=args.render,
-                  size=args.size, workers=args.workers)
-  keys = ("num_speakers", "clips_per_speaker", "num_clips", "num_frames", "audio_seconds", "render",
-          "workers", "generation_seconds")
-  print(json.dumps({**{k: info[k] for k in keys}, "out": str(args.out)}))
-  sys.stdout.flush()
+  generator_cli.main(
+      argv, module=_MODULE, function="generate_speech_dataset",
+      description=__doc__.split("\n")[0], options=CLI_OPTIONS,
+      summary_keys=("num_speakers", "clips_per_speaker", "num_clips", "num_frames",
+                    "audio_seconds", "render", "workers", "generation_seconds"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Generates the synthetic talking-face dataset in the FOMM on-disk layout.
+"""Generates the synthetic talking-face dataset (MCNet / FOMM training) in the FOMM on-disk layout.
 
   out_dir/face_model.npz, out_dir/dataset_info.json
   out_dir/{train,test}/<identity>#<clip>.mp4        (or a folder of 0000000.png)
@@ -16,12 +16,10 @@ depend on the number of workers.
   python -m data_pipelines.synthetic.video_set --out DIR --size 64 --num_identities 200
 """
 
-import argparse
 import json
 import multiprocessing
 import os
 import pathlib
-import sys
 import time
 
 import cv2
@@ -33,6 +31,7 @@ from data_pipelines.synthetic.engine import face_model as face_model_lib
 from data_pipelines.synthetic.engine import motion as motion_lib
 from data_pipelines.synthetic.engine import occluders as occluders_lib
 from data_pipelines.synthetic.engine import renderer as renderer_lib
+from data_pipelines.synthetic import generator_cli
 from data_pipelines.synthetic.engine import scene as scene_lib
 
 VIDEO_FORMATS = ("mp4", "png", "gif", "mix")
@@ -49,14 +48,20 @@ def clip_name(identity_index: int, clip_index: int) -> str:
   return f"{identity_name(identity_index)}#{clip_index:03d}"
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def keyed_rng(seed: int, *key: int) -> np.random.Generator:
+  """The random stream of (seed, key): independent of every other key's."""
   return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def pool_size(workers: int | None, num_tasks: int) -> int:
+  """Worker processes for `num_tasks` tasks: `workers` (default: all CPUs), at most one per task."""
+  return max(1, min(workers or os.cpu_count() or 1, num_tasks or 1))
 
 
 def sample_identity(model: face_model_lib.FaceModel, seed: int,
                     identity_index: int) -> renderer_lib.Identity:
   """The identity's shape and appearance: a function of (seed, index) only."""
-  rng = _rng(seed, identity_index, _IDENTITY_KEY)
+  rng = keyed_rng(seed, identity_index, _IDENTITY_KEY)
   coeffs = np.clip(rng.standard_normal(model.n_id), -2.5, 2.5).astype(np.float32)
   return renderer_lib.Identity(coeffs, appearance_lib.sample_appearance(rng))
 
@@ -66,7 +71,7 @@ def split_identities(num_identities: int, test_fraction: float, seed: int) -> np
   n_test = int(round(num_identities * test_fraction))
   if test_fraction > 0 and num_identities >= 2:
     n_test = min(max(n_test, 1), num_identities - 1)
-  order = _rng(seed, _SPLIT_KEY).permutation(num_identities)
+  order = keyed_rng(seed, _SPLIT_KEY).permutation(num_identities)
   is_test = np.zeros(num_identities, bool)
   is_test[order[:n_test]] = True
   return is_test
@@ -102,7 +107,7 @@ def generate_clip(model: face_model_lib.FaceModel, *, seed: int, identity_index:
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Frames and metadata of one clip, a pure function of its arguments."""
   identity = sample_identity(model, seed, identity_index)
-  rng = _rng(seed, identity_index, _CLIP_KEY, clip_index)
+  rng = keyed_rng(seed, identity_index, _CLIP_KEY, clip_index)
   scene = scene_lib.sample_scene(rng)
   motion = motion_lib.sample_clip_motion(rng, frames_per_clip, model.exp_names, fps,
                                          skin=identity.appearance.skin)
@@ -179,7 +184,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
       tasks.append(dict(seed=seed, identity=i, clip=c, frames=frames_per_clip, size=size,
                         fps=fps, split=split, dir=str(out / split),
                         format=_clip_format(video_format, i, c)))
-  workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+  workers = pool_size(workers, len(tasks))
   if workers == 1:
     _init_worker(str(model_path), single_threaded=False)
     results = [_work(t) for t in tasks]
@@ -208,30 +213,20 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
   return info
 
 
+CLI_OPTIONS = {
+    "size": generator_cli.Option(int), "num_identities": generator_cli.Option(int),
+    "clips_per_identity": generator_cli.Option(int), "frames_per_clip": generator_cli.Option(int),
+    "seed": generator_cli.Option(int), "test_fraction": generator_cli.Option(float),
+    "video_format": generator_cli.Option(VIDEO_FORMATS), "fps": generator_cli.Option(float)}
+
+
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="output directory")
-  parser.add_argument("--size", type=int, default=64)
-  parser.add_argument("--num_identities", type=int, default=300)
-  parser.add_argument("--clips_per_identity", type=int, default=2)
-  parser.add_argument("--frames_per_clip", type=int, default=32)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--test_fraction", type=float, default=0.1)
-  parser.add_argument("--video_format", choices=VIDEO_FORMATS, default="mp4")
-  parser.add_argument("--fps", type=float, default=motion_lib.FPS)
-  parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
-  args = parser.parse_args(argv)
-  info = generate_dataset(
-      args.out, num_identities=args.num_identities, clips_per_identity=args.clips_per_identity,
-      frames_per_clip=args.frames_per_clip, size=args.size, seed=args.seed,
-      test_fraction=args.test_fraction, video_format=args.video_format, fps=args.fps,
-      workers=args.workers)
-  summary = {k: info[k] for k in ("num_identities", "train_identities", "test_identities",
-                                  "num_videos", "num_frames", "size", "video_format", "workers",
-                                  "generation_seconds", "frames_per_second")}
-  summary["out"] = str(args.out)
-  print(json.dumps(summary))
-  sys.stdout.flush()
+  generator_cli.main(
+      argv, module="data_pipelines.synthetic.video_set", function="generate_dataset",
+      description=__doc__.split("\n")[0], options=CLI_OPTIONS,
+      summary_keys=("num_identities", "train_identities", "test_identities", "num_videos",
+                    "num_frames", "size", "video_format", "workers", "generation_seconds",
+                    "frames_per_second"))
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def mouth_track(phonemes: Sequence[tuple[float, float, str]], style: SpeakerStyl
   blend is sum_i D_i T_i / sum_i D_i per component. Long segments reach their target, short ones mix.
 
   Args:
-    phonemes: (start_s, end_s, mnemonic) segments, as `speech.SpeechClip.phonemes`.
+    phonemes: (start_s, end_s, mnemonic) segments, as `speech_audio.SpeechClip.phonemes`.
     style: the speaker's articulation habits.
     num_frames: output length; by default ceil(end * fps), the frames whose time f / fps lies
       before the last segment's end (as audio.num_video_frames for the clip's samples).

@@ -8,7 +8,7 @@ Lowerings (benchmarked in experiments/benchmark_per_sample_conv.py, results in e
   matmul. XLA:CPU runs grouped convs (and above all their kernel gradient) 10-45x slower than this;
 - 'auto' (default): 'im2col' on CPU, 'grouped' elsewhere (cuDNN/TPU grouped convs are not pathological,
   and im2col's patches cost kh*kw times the input's memory).
-All lowerings give the same result up to float rounding (tests/test_per_sample_conv.py).
+All lowerings give the same result up to float rounding (tests/test_nn_per_sample_conv.py).
 """
 from __future__ import annotations
 

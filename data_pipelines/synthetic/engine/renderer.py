@@ -44,6 +44,22 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
   return rz @ ry @ rx
 
 
+def camera_points(points: np.ndarray, rot: np.ndarray, pose: Sequence[float]) -> np.ndarray:
+  """Model-space (N, 3) points -> camera space, for pose [.., tx, ty, scale] with rotation `rot`."""
+  _, _, _, tx, ty, scale = pose
+  per_image = (CAMERA_DISTANCE - FACE_Z) / (FOCAL * CAMERA_DISTANCE)  # Model units.
+  shift = np.array([tx * per_image, (0.5 - HEAD_Y - ty) * per_image, 0.0])
+  return scale * ((points - PIVOT) @ rot.T + PIVOT) + shift
+
+
+def project_points(cam: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Camera-space (N, 3) points -> (xy (N, 2) pixels, depth (N,)) in a size x size image."""
+  depth = CAMERA_DISTANCE - cam[:, 2]
+  focal, centre = FOCAL * size * CAMERA_DISTANCE, (size - 1) / 2
+  xy = np.stack([centre + focal * cam[:, 0] / depth, centre - focal * cam[:, 1] / depth], 1)
+  return xy, depth
+
+
 @dataclasses.dataclass(frozen=True)
 class Identity:
   id_coeffs: np.ndarray  # (n_id,)
@@ -146,22 +162,11 @@ class FaceRenderer:
 
     r = self.render_size
     self._background = scene_lib.background_image(scene, r, r)
-    self._focal = FOCAL * r * CAMERA_DISTANCE
-    self._centre = (r - 1) / 2
 
   # -------------------------------------------------------------------------
 
-  def _to_camera(self, points, rot, pose):
-    _, _, _, tx, ty, scale = pose
-    per_image = (CAMERA_DISTANCE - FACE_Z) / (FOCAL * CAMERA_DISTANCE)  # Model units.
-    shift = np.array([tx * per_image, (0.5 - HEAD_Y - ty) * per_image, 0.0])
-    return scale * ((points - PIVOT) @ rot.T + PIVOT) + shift
-
   def _project(self, cam):
-    depth = CAMERA_DISTANCE - cam[:, 2]
-    xy = np.stack([self._centre + self._focal * cam[:, 0] / depth,
-                   self._centre - self._focal * cam[:, 1] / depth], 1)
-    return xy, depth
+    return project_points(cam, self.render_size)
 
   def render(self, pose: Sequence[float], exp_coeffs: np.ndarray,
              gaze: Sequence[float] = (0.0, 0.0),
@@ -196,7 +201,7 @@ class FaceRenderer:
         inner.vertex_normals(cavity, inner.cavity_triangles())])
 
     rot = rotation_matrix(*pose[:3])
-    cam = self._to_camera(verts, rot, pose)
+    cam = camera_points(verts, rot, pose)
     normals = normals @ rot.T
     xy, depth = self._project(cam)
     r = self.render_size
@@ -205,7 +210,7 @@ class FaceRenderer:
     frags = rasterizer.rasterize(xy, depth, self._tris, r, r, double)
 
     canvas = self._background.copy()
-    neck_xy, _ = self._project(self._to_camera(PIVOT[None], rot, pose))
+    neck_xy, _ = self._project(camera_points(PIVOT[None], rot, pose))
     scene_lib.draw_body(canvas, self.scene, self.identity.appearance.skin * 0.9, neck_xy[0],
                         neck_xy[0, 0], 2 * FOCAL * r * pose[5])
     flat = canvas.reshape(-1, 3)
