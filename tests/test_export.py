@@ -5,7 +5,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp

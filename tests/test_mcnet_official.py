@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import ConvexHull
 
 from talkingmem.mcnet import official
-from talkingmem.mcnet.config import model_config, tiny_model_config
+from talkingmem.mcnet.config import model_config
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import convex_hull_area, normalize_kp
 from talkingmem.mcnet.tools import official_parity
