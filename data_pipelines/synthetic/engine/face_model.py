@@ -200,7 +200,7 @@ def _outer_lip(u):
 # towards the silhouette in azimuth: dlib's contour slides along the silhouette
 # as the head turns, and this balances the yaw bias of fixed vertices (fitting
 # dlib's points at yaw 0 and +-20 deg: mean yaw error within 0.3 deg, pitch within
-# 2.1 deg; `python tests/test_face_fitting.py --dlib_placement 24 --size 320`).
+# 2.1 deg; `python tests/test_speech_face_fitting.py --dlib_placement 24 --size 320`).
 # Left-image side (u < 0); the right side is the mirror image.
 _JAW_UV = np.array([
     [-1.0, 0.168], [-0.958, -0.008], [-0.924, -0.188], [-0.889, -0.374], [-0.797, -0.546],

@@ -13,12 +13,12 @@ Stated tolerances (fast test: 2 x 40 frames, 256 px, 0.5 px landmark noise):
 The larger check (renders a clip, runs the whole `prepare_speaker` command on
 it and compares with the ground truth) runs outside pytest:
 
-  python tests/test_face_fitting.py --frames 300 --size 256
+  python tests/test_speech_face_fitting.py --frames 300 --size 256
 
 and so does the check of the landmark definitions against dlib's predictor on
 renders (24 identities at yaw 0 and +-20 deg, 320 px):
 
-  python tests/test_face_fitting.py --dlib_placement 24 --size 320
+  python tests/test_speech_face_fitting.py --dlib_placement 24 --size 320
 """
 
 from __future__ import annotations
