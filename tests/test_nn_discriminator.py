@@ -35,7 +35,7 @@ def test_output_shapes_multiscale():
   assert out[1].prediction_map.shape == (2, 10, 10, 1)
   assert out[0.5].prediction_map.shape == (2, 2, 2, 1)
   # The pyramid form of the input gives the same result, and keypoints matter.
-  from talkingmem.mcnet.losses import image_pyramid  # pylint: disable=g-import-not-at-top
+  from talkingmem.losses import image_pyramid  # pylint: disable=g-import-not-at-top
   same = apply(variables, image_pyramid(image, (1, 0.5)), kp["value"])
   np.testing.assert_allclose(same[0.5].prediction_map, out[0.5].prediction_map, atol=1e-6)
   moved = apply(variables, image, kp["value"] * 0.5)
