@@ -254,7 +254,7 @@ STAGE1_TOY = [("RMSE trained memory (test)", "trained_memory_vertex_rmse"),
               ("effective slots", "test_seen.attention.effective_slots")]
 STAGE2_COLUMNS = [("L1", "test.l1"), ("mouth-box L1", "test.l1_mouth"),
                   ("lower-face L1", "test.l1_lower_face"), ("PSNR", "test.psnr"),
-                  ("SSIM", "test.ssim"), ("LMD", "lmd.lmd")]
+                  ("SSIM", "test.ssim"), ("LMD", "lmd.lmd"), ("LMD (GT box)", "lmd.lmd_gt_box")]
 STAGE2_TOY = [("L1 own memory", "test.l1"), ("L1 other speaker's memory", "other_speaker_memory.l1"),
               ("mouth L1 own", "test.l1_mouth"),
               ("mouth L1 other's", "other_speaker_memory.l1_mouth"),
