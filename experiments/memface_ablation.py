@@ -278,8 +278,8 @@ def tables(results: list[dict[str, Any]], command: str, size: str) -> str:
   if s1:
     parts += [_table("Stage 1 (Table 3 and memory size): mouth-vertex RMSE (lower is better), "
                      "lip-opening correlation", STAGE1_COLUMNS, s1), "",
-              _table("Stage 1 toy test (a) and implicit-memory attention", STAGE1_TOY,
-                     {k: v for k, v in s1.items() if k.startswith("implicit")}), ""]
+              _table("Stage 1 toy test (a) and memory attention", STAGE1_TOY,
+                     {k: v for k, v in s1.items() if k != "no_memory"}), ""]
   if s2:
     parts += [_table("Stage 2 (Table 4): held-out sentences, 64 px", STAGE2_COLUMNS, s2), "",
               _table("Stage 2 toy test (b) and retrieval statistics", STAGE2_TOY,

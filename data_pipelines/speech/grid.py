@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -168,7 +169,9 @@ def prepare_one(job: VideoJob, options: PrepareOptions) -> dict[str, Any]:
     words = read_align(job.align) if job.align is not None else None
     with tempfile.TemporaryDirectory(prefix=".grid.", dir=job.out.parent) as scratch:
       video = _video_with_audio(job, pathlib.Path(scratch))
-      with _quiet_stderr():
+      # prepare_speaker's per-step progress bars would interleave across workers; one line per
+      # video is logged instead.
+      with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         summary = prepare_speaker.prepare(prepare_speaker.parse_args(options.argv(video,
                                                                                   job.out)))
   except (prepare_speaker.PrepareError, video_io.VideoReadError, ValueError, OSError) as e:
@@ -182,18 +185,6 @@ def prepare_one(job: VideoJob, options: PrepareOptions) -> dict[str, Any]:
   _write_text(job.out / "meta.json", json.dumps(meta) + "\n")
   return dict(clip=key, status="done", frames=summary["frames"]["kept"],
               seconds=round(time.perf_counter() - tic, 2))
-
-
-class _quiet_stderr:
-  """Silences prepare_speaker's per-step progress bars (one line per video is printed instead)."""
-
-  def __enter__(self):
-    self.saved = sys.stderr
-    sys.stderr = open(os.devnull, "w")
-
-  def __exit__(self, *exc):
-    sys.stderr.close()
-    sys.stderr = self.saved
 
 
 def _write_text(path: pathlib.Path, text: str) -> None:
