@@ -13,6 +13,14 @@ Variants (`configs/memface_a2e.py:NAME`, a base optionally followed by ",ablatio
                    minutes on 2 CPU cores (3000 steps of 16 x 32 frames, Adam 1e-3 with cosine
                    decay: the paper's 1e-4 is too slow for a demo); writes eval_a2e.json
   tiny             test-sized model and data
+  latent           `demo` on the one-to-many synthetic set: each clip has a speaking mode
+                   (data_pipelines/synthetic/clip_latent.py) that moves the mouth much and the audio
+                   little (workdirs/data/speech_latent); the data of experiments/memface_ablation.py
+  grid             the GRID corpus prepared by `python -m data_pipelines.speech.grid --source GRID
+                   --out data/grid` (one clip per video, the built-in 3DMM's coefficients):
+                   paper-sized model, 2 held-out speakers besides the held-out sentences;
+                   ArrayRecord shards (`--tfds`) with --config.data.format=tfds
+                   --config.data.root=<builder_dir>
   no_memory        ablation "w/o mem." (Table 3): `:no_memory` (paper sizes) or `:demo,no_memory`
   explicit_memory  ablation "w/ expl. mem." (Table 3): audio-feature keys, coefficient values chosen
                    from training frames by mouth-vertex dissimilarity; `:explicit_memory` or
@@ -31,7 +39,7 @@ import ml_collections
 from data_pipelines.synthetic.visemes import NAMES as SYNTHETIC_MOUTH_COMPONENTS
 from talkingmem.config_variants import parse_variant
 
-BASES = ("paper", "demo", "tiny")
+BASES = ("paper", "demo", "tiny", "grid", "latent")
 ABLATIONS = {"no_memory": "none", "explicit_memory": "explicit"}
 
 
@@ -68,15 +76,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       learning_rate=1e-4, b1=0.9, b2=0.999, clip_norm=1.0, schedule="constant", warmup_steps=0,
       final_lr_fraction=0.0, alternate=True, alternate_fraction=0.5))
   c.explicit_memory_frames = 20000  # Training frames the explicit memory is chosen from.
-  if variant in ("demo", "tiny"):
+  if variant == "grid":
+    c.data.update(root="data/grid", test_speakers=2)
+  if variant in ("demo", "tiny", "latent"):
     c.data.root = "workdirs/data/speech_synth"
     c.data.exp_components = SYNTHETIC_MOUTH_COMPONENTS
     c.data.batch_size = c.data.eval_batch_size = 16
     c.data.synthetic = ml_collections.ConfigDict(dict(
-        num_speakers=16, clips_per_speaker=40, render=False, size=64))
+        num_speakers=16, clips_per_speaker=40, render=False, size=64, clip_latent=False,
+        latent_prosody=0.25))
     c.optim.update(learning_rate=1e-3, schedule="cosine", warmup_steps=100, final_lr_fraction=0.05)
     c.train.update(num_steps=3000, log_every=100, eval_every=1000, image_every=1000,
                    checkpoint_every=1000)
+  if variant == "latent":
+    c.data.root = "workdirs/data/speech_latent"
+    c.data.synthetic.clip_latent = True
   if variant == "tiny":
     c.data.root = "workdirs/data/speech_synth_tiny"
     c.data.synthetic.update(num_speakers=3, clips_per_speaker=3)

@@ -19,6 +19,9 @@ Variants (`configs/memface_renderer.py:NAME`, a base optionally followed by ",ab
                    Table 4 comparison is read in L1 / PSNR / SSIM; the GAN doubles the CPU step);
                    writes eval_summary.json and renderer.mp4
   tiny             test-sized model and data (GAN on, so tests cover it)
+  interior         `demo` with per-speaker mouth interiors (teeth, tongue, inner lip) that the
+                   3DMM render lacks and only show as the mouth opens
+                   (workdirs/data/speech_interior_render64); the data of experiments/memface_ablation.py
   no_memory        ablation "w/o mem." (Table 4): `:demo,no_memory` or `:no_memory` (paper sizes)
   implicit_memory  ablation "w/ impl. mem." (Table 4): learned keys / patches instead
 The Table 4 comparison on synthetic data, same data and steps:
@@ -33,7 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from talkingmem.config_variants import parse_variant
-BASES = ("paper", "demo", "tiny")
+BASES = ("paper", "demo", "tiny", "interior")
 ABLATIONS = {"no_memory": "none", "implicit_memory": "implicit"}
 
 
@@ -65,11 +68,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_every=5000, image_every=5000, video_every=10000, checkpoint_every=5000,
       keep_checkpoints=3, keep_period=None, eval_batches=None, async_checkpoints=True,
       num_devices=None))
-  if variant in ("demo", "tiny"):
+  if variant in ("demo", "tiny", "interior"):
     c.data.update(root="workdirs/data/speech_synth_render64", image_size=64, patch_size=20,
                   batch_size=16, eval_batch_size=16, test_fraction=0.125, eval_stride=2)
     c.data.synthetic = ml_collections.ConfigDict(dict(
-        num_speakers=4, clips_per_speaker=16, render=True, size=64))
+        num_speakers=4, clips_per_speaker=16, render=True, size=64, mouth_interior=False))
     c.model.update(image_size=64, base_features=16, max_features=128, num_downs=4,
                    memory_size=150, patch_size=20, patch_features=32)
     c.loss.update(gan=0.0, scales=(1.0, 0.5, 0.25))
@@ -77,6 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(learning_rate=5e-4, decay_at=(0.8,))
     c.train.update(num_steps=800, log_every=50, eval_every=400, image_every=400,
                    video_every=800, checkpoint_every=400)
+  if variant == "interior":
+    c.data.root = "workdirs/data/speech_interior_render64"
+    c.data.synthetic.mouth_interior = True
   if variant == "tiny":
     c.data.update(root="workdirs/data/speech_synth_render32_tiny", image_size=32, patch_size=8,
                   batch_size=8, eval_batch_size=8, test_fraction=0.34, eval_stride=4)

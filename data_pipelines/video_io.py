@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")  # .mpg: GRID.
 GIF_EXTENSIONS = (".gif",)
 STRIP_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FRAME_NAME_DIGITS = 7
@@ -452,6 +452,28 @@ def extract_audio(path: PathLike, wav_path: PathLike, sample_rate: int = 16000) 
     os.replace(tmp, wav_path)
   except RuntimeError as e:
     raise VideoReadError(path, f"audio extraction failed: {_first_line(e)}") from e
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def mux_audio(video: PathLike, wav: PathLike, out: PathLike) -> None:
+  """Writes `out`: the video stream of `video` (copied, not re-encoded) with the audio of `wav`
+  (corpora that ship audio separately, e.g. GRID's .wav release); `out` should be .mkv.
+
+  Raises:
+    VideoReadError: if ffmpeg cannot read either input.
+  """
+  out = pathlib.Path(out)
+  tmp = _temp_sibling(out, out.suffix)
+  try:
+    # genpts: MPEG-1 program streams (GRID) lack the timestamps Matroska needs for a stream copy.
+    _run_ffmpeg(["-y", "-fflags", "+genpts", "-i", str(video), "-i", str(wav), "-map", "0:v:0",
+                 "-map", "1:a:0",
+                 "-c:v", "copy", "-c:a", "pcm_s16le", str(tmp)])
+    os.replace(tmp, out)
+  except RuntimeError as e:
+    raise VideoReadError(video, f"cannot mux {wav} into it: {_first_line(e)}") from e
   finally:
     if tmp.exists():
       tmp.unlink()

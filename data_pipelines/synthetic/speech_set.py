@@ -13,6 +13,12 @@ that structure explicit and controllable:
   * mouth: phoneme -> viseme -> coefficients with co-articulation (`visemes.mouth_track`), bent by a
     per-speaker `SpeakerStyle` (amplitude, rounding / spreading habits, smile habit, asymmetry,
     anticipation, within-speaker variability) -> the synthetic face model's expression components;
+  * optional (`clip_latent=True`): a per-clip speaking mode (`clip_latent.py`: happy / sad /
+    emphatic / neutral x intensity) that bends the mouth strongly and the audio only weakly through
+    prosody (`latent_prosody` scales its pitch / rate / volume offsets): the mouth is then
+    underdetermined by the audio; ground truth in coeffs.npz `clip_latent` and meta.json `latent`;
+  * optional (`mouth_interior=True`, with `render`): per-speaker teeth, tongue and inner-lip detail
+    (`engine/appearance.MouthInterior`) that only shows as the mouth opens;
   * the rest of the face: blinks, brow motion, gaze and head pose drawn independently of the audio;
   * optional frames rendered by the synthetic renderer at 25 fps (`render=False` skips them: stage 1
     needs only audio, coefficients and vertices).
@@ -35,7 +41,7 @@ arrays are drawn from numpy generators keyed on (seed, speaker, clip); coefficie
 only through espeak's phoneme timings, which are reproducible in a fresh process.
 
   python -m data_pipelines.synthetic.speech_set --out DIR --num_speakers 16 \
-      --clips_per_speaker 40 [--render --size 64] [--workers N]
+      --clips_per_speaker 40 [--render --size 64] [--clip_latent] [--mouth_interior] [--workers N]
 """
 from __future__ import annotations
 
@@ -55,10 +61,12 @@ import numpy as np
 
 from data_pipelines import video_io
 from data_pipelines.speech import layout as speech_layout
+from data_pipelines.synthetic import clip_latent as clip_latent_lib
 from data_pipelines.synthetic import generator_cli
 from data_pipelines.synthetic import speech_audio as speech
 from data_pipelines.synthetic import video_set
 from data_pipelines.synthetic import visemes
+from data_pipelines.synthetic.engine import appearance as appearance_lib
 from data_pipelines.synthetic.engine import face_model as face_model_lib
 from data_pipelines.synthetic.engine import motion as motion_lib
 from data_pipelines.synthetic.engine import scene as scene_lib
@@ -67,7 +75,8 @@ FPS = 25
 SAMPLE_RATE = speech.SAMPLE_RATE
 IDENTITY_OFFSET = 1 << 20  # Face identities distinct from the MCNet synthetic set's.
 _SPEAKER_KEY, _CLIP_KEY = 2, 3  # spawn_key namespaces (video_set.py uses 0 and 1).
-_PLAN, _MOTION, _AUDIO = 0, 1, 2  # Independent streams of one clip.
+_PLAN, _MOTION, _AUDIO, _LATENT = 0, 1, 2, 3  # Independent streams of one clip.
+_MOUTH_INTERIOR = 2  # Speaker stream of the mouth interior (1 is the scene).
 
 # --------------------------------------------------------------------------------------------------
 # Text.
@@ -117,6 +126,7 @@ class Voice:
   pitch: int
   pitch_range: int
   rate: int
+  volume: int = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +158,7 @@ class ClipPlan:
   lead_silence_s: float
   tail_silence_s: float
   noise_std: float
+  latent: clip_latent_lib.ClipLatent | None = None
 
 
 def speaker_name(index: int) -> str:
@@ -173,18 +184,30 @@ def speaker_profile(seed: int, index: int) -> SpeakerProfile:
 
 
 def clip_plan(seed: int, profile: SpeakerProfile, index: int, text: str | None = None,
-              voice: Voice | None = None) -> ClipPlan:
+              voice: Voice | None = None, latent: bool | clip_latent_lib.ClipLatent = False,
+              latent_prosody: float = 0.25) -> ClipPlan:
   """The clip's text and voice; `text` / `voice` override the drawn ones (the draws still happen,
-  so the rest of the clip is unchanged)."""
+  so the rest of the clip is unchanged). `latent`: True draws a speaking mode (its own stream, so
+  nothing else changes), or pass one; its prosody, scaled by `latent_prosody`, shifts the voice."""
   rng = video_set.keyed_rng(seed, _CLIP_KEY, profile.index, index, _PLAN)
   drawn_text = sample_sentence(rng)
   base = profile.voices[int(rng.integers(len(profile.voices)))]
   drawn_voice = dataclasses.replace(
       base, pitch=int(np.clip(base.pitch + rng.integers(-6, 7), 0, 100)),
       rate=int(np.clip(base.rate * rng.uniform(0.9, 1.1), 80, 450)))
+  voice = voice if voice is not None else drawn_voice
+  if latent is True:
+    latent = clip_latent_lib.sample_latent(
+        video_set.keyed_rng(seed, _CLIP_KEY, profile.index, index, _LATENT))
+  if latent:
+    shift = latent.prosody(latent_prosody)
+    voice = dataclasses.replace(
+        voice, pitch=int(np.clip(round(voice.pitch + shift["pitch"]), 0, 100)),
+        rate=int(np.clip(round(voice.rate * (1 + shift["rate"])), 80, 450)),
+        volume=int(np.clip(round(voice.volume + shift["volume"]), 0, 200)))
   return ClipPlan(speaker=profile.name, name=clip_name(index), index=index,
-                  text=text if text is not None else drawn_text,
-                  voice=voice if voice is not None else drawn_voice,
+                  text=text if text is not None else drawn_text, voice=voice,
+                  latent=latent or None,
                   lead_silence_s=float(rng.uniform(0.05, 0.3)),
                   tail_silence_s=float(rng.uniform(0.05, 0.3)),
                   noise_std=float(rng.uniform(0.0005, 0.003)))
@@ -208,15 +231,26 @@ def _brows(rng: np.random.Generator, num_frames: int) -> tuple[np.ndarray, np.nd
   return raise_, frown
 
 
+def speaker_identity(model: face_model_lib.FaceModel, seed: int, profile: SpeakerProfile,
+                     mouth_interior: bool = False):
+  """The speaker's face (shape, appearance and, with `mouth_interior`, its mouth's inside)."""
+  identity = video_set.sample_identity(model, seed, profile.identity_index)
+  if mouth_interior:
+    rng = video_set.keyed_rng(seed, _SPEAKER_KEY, profile.index, _MOUTH_INTERIOR)
+    identity = dataclasses.replace(identity, mouth=appearance_lib.sample_mouth_interior(rng))
+  return identity
+
+
 def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerProfile,
-                  plan: ClipPlan, render: bool = False, size: int = 64) -> dict[str, Any]:
+                  plan: ClipPlan, render: bool = False, size: int = 64,
+                  mouth_interior: bool = False) -> dict[str, Any]:
   """Audio, per-frame coefficients / pose / mouth vertices (and frames) of one clip.
 
   Call in a fresh process for bit-reproducible audio (see the module docstring).
   """
   voice = plan.voice
   spoken = speech.synthesize(plan.text, voice=voice.voice, rate=voice.rate, pitch=voice.pitch,
-                             pitch_range=voice.pitch_range)
+                             pitch_range=voice.pitch_range, volume=voice.volume)
   audio, phonemes = _pad_silence(spoken, plan.lead_silence_s, plan.tail_silence_s)
   # Whole frames of audio (T / 25 s), so a video of T frames and its audio end together.
   samples_per_frame = SAMPLE_RATE // FPS
@@ -227,7 +261,8 @@ def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerPr
   audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
 
   rng = video_set.keyed_rng(seed, _CLIP_KEY, profile.index, plan.index, _MOTION)
-  mouth, names = visemes.mouth_track(phonemes, profile.style, num_frames, FPS, rng)
+  style = plan.latent.apply_style(profile.style) if plan.latent else profile.style
+  mouth, names = visemes.mouth_track(phonemes, style, num_frames, FPS, rng)
   exp = visemes.to_components(mouth, names, model.exp_names)
   named_extra = {}
   named_extra["blink_left"], named_extra["blink_right"] = motion_lib.blinks(rng, num_frames, FPS)
@@ -238,7 +273,7 @@ def generate_clip(model: face_model_lib.FaceModel, seed: int, profile: SpeakerPr
   pose = motion_lib.head_pose(rng, num_frames, FPS, profile.head_motion)
   gaze = motion_lib.gaze_track(rng, num_frames, FPS, pose[:, 0].astype(np.float64))
 
-  identity = video_set.sample_identity(model, seed, profile.identity_index)
+  identity = speaker_identity(model, seed, profile, mouth_interior)
   id_coeffs = identity.id_coeffs.astype(np.float32)
   vertices = model.vertices(id_coeffs, exp)[:, model.mouth_vertex_ids].astype(np.float32)
   out = dict(audio=audio, phonemes=phonemes, exp=exp.astype(np.float32), id=id_coeffs,
@@ -256,13 +291,16 @@ def write_clip(clip_dir: pathlib.Path, clip: dict[str, Any], plan: ClipPlan,
   """Writes one clip folder atomically (a temporary folder renamed at the end)."""
   tmp = clip_dir.with_name(f".{clip_dir.name}.tmp{os.getpid()}")
   shutil.rmtree(tmp, ignore_errors=True)
+  extra = {} if plan.latent is None else dict(clip_latent=plan.latent.vector())
   speech_layout.write_clip(tmp, clip["audio"], clip["exp"], clip["id"], pose=clip["pose"],
                            mouth_vertices=clip["mouth_vertices"], exp_names=exp_names,
-                           sample_rate=SAMPLE_RATE, gaze=clip["gaze"])
+                           sample_rate=SAMPLE_RATE, gaze=clip["gaze"], **extra)
   meta = dict(text=plan.text, voice=dataclasses.asdict(plan.voice), speaker=plan.speaker,
               clip=plan.name, num_frames=int(len(clip["exp"])), fps=FPS,
               duration_s=len(clip["audio"]) / SAMPLE_RATE,
               phonemes=[[round(s, 4), round(e, 4), p] for s, e, p in clip["phonemes"]])
+  if plan.latent is not None:
+    meta["latent"] = plan.latent.to_json()
   (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
   if "frames" in clip:
     video_io.write_video(tmp / "video.mp4", clip["frames"], fps=FPS, audio_path=tmp / "audio.wav")
@@ -286,8 +324,10 @@ def run_clip_task(task: dict[str, Any]) -> dict[str, Any]:
   """Generates and writes the clip of `task` (seed, speaker, clip, render, size, out) in a worker of
   `fresh_process_pool`; returns its speaker, clip, frames and seconds."""
   profile = speaker_profile(task["seed"], task["speaker"])
-  plan = clip_plan(task["seed"], profile, task["clip"])
-  clip = generate_clip(_MODEL, task["seed"], profile, plan, task["render"], task["size"])
+  plan = clip_plan(task["seed"], profile, task["clip"], latent=task["clip_latent"],
+                   latent_prosody=task["latent_prosody"])
+  clip = generate_clip(_MODEL, task["seed"], profile, plan, task["render"], task["size"],
+                       task["mouth_interior"])
   write_clip(pathlib.Path(task["out"]) / profile.name / plan.name, clip, plan, _MODEL.exp_names)
   return dict(speaker=profile.name, clip=plan.name, frames=len(clip["exp"]),
               seconds=len(clip["audio"]) / SAMPLE_RATE)
@@ -326,7 +366,9 @@ def fresh_process_pool(workers: int, model_path: str):
 
 def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 16,
                             clips_per_speaker: int = 40, seed: int = 0, render: bool = False,
-                            size: int = 64, workers: int | None = None) -> dict[str, Any]:
+                            size: int = 64, workers: int | None = None, clip_latent: bool = False,
+                            latent_prosody: float = 0.25, mouth_interior: bool = False
+                            ) -> dict[str, Any]:
   """Writes the dataset (see the module docstring) and returns the dataset_info.json summary.
 
   Args:
@@ -337,6 +379,9 @@ def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 1
     render: also render `video.mp4` (25 fps, audio muxed in) at `size` x `size`.
     size: frame size in pixels (even, for H.264).
     workers: parallel processes (default: all CPUs); the output does not depend on it.
+    clip_latent: draw a per-clip speaking mode (see the module docstring).
+    latent_prosody: how strongly the mode shows in the audio (0: not at all, 1: clearly).
+    mouth_interior: per-speaker teeth / tongue / inner-lip detail in the rendered frames.
   """
   if not speech.is_available():
     raise speech.EspeakUnavailableError(f"espeak-ng is needed: {speech.INSTALL_HINT}")
@@ -352,7 +397,9 @@ def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 1
     (out / speaker_name(s)).mkdir(exist_ok=True)
     profile = speaker_profile(seed, s)
     (out / profile.name / "speaker.json").write_text(json.dumps(profile.to_json(), indent=1) + "\n")
-  tasks = [dict(seed=seed, speaker=s, clip=c, render=render, size=size, out=str(out))
+  tasks = [dict(seed=seed, speaker=s, clip=c, render=render, size=size, out=str(out),
+                clip_latent=clip_latent, latent_prosody=latent_prosody,
+                mouth_interior=mouth_interior)
            for s in range(num_speakers) for c in range(clips_per_speaker)]
   workers = video_set.pool_size(workers, len(tasks))
   with fresh_process_pool(workers, str(model_path)) as pool:
@@ -363,7 +410,8 @@ def generate_speech_dataset(out_dir: str | os.PathLike, *, num_speakers: int = 1
       num_clips=len(results), num_frames=int(sum(r["frames"] for r in results)),
       audio_seconds=round(float(sum(r["seconds"] for r in results)), 3), fps=FPS,
       sample_rate=SAMPLE_RATE, seed=seed, render=render, size=size if render else None,
-      workers=workers, generation_seconds=round(seconds, 3),
+      workers=workers, generation_seconds=round(seconds, 3), clip_latent=clip_latent,
+      latent_prosody=latent_prosody, mouth_interior=mouth_interior,
       face_model=dict(num_vertices=model.num_vertices, n_id=model.n_id, n_exp=model.n_exp,
                       exp_names=list(model.exp_names), mouth_vertices=len(model.mouth_vertex_ids)),
       mouth_components=list(visemes.NAMES))
@@ -375,7 +423,10 @@ CLI_OPTIONS = {
     "num_speakers": generator_cli.Option(int), "clips_per_speaker": generator_cli.Option(int),
     "seed": generator_cli.Option(int),
     "render": generator_cli.Option(bool, "also render video.mp4 per clip"),
-    "size": generator_cli.Option(int, "frame size with --render")}
+    "size": generator_cli.Option(int, "frame size with --render"),
+    "clip_latent": generator_cli.Option(bool, "per-clip speaking mode (one-to-many mouth)"),
+    "latent_prosody": generator_cli.Option(float, "how much the mode shows in the audio"),
+    "mouth_interior": generator_cli.Option(bool, "per-speaker teeth / tongue detail (--render)")}
 
 
 def main(argv: list[str] | None = None) -> None:

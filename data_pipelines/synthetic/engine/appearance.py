@@ -59,6 +59,46 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
       spots=float(rng.uniform(0.1, 1.0)), texture_seed=int(rng.integers(2 ** 31)))
 
 
+@dataclasses.dataclass(frozen=True)
+class MouthInterior:
+  """A speaker's mouth inside: what a 3DMM render lacks and only shows as the mouth opens.
+
+  MemFace's explicit memory is meant to supply such person-specific detail from retrieved
+  training frames; the default renderer draws the same generic teeth and tongue for everyone.
+  """
+  teeth: np.ndarray  # (3,) sRGB base colour of the teeth.
+  tooth_count: int  # Teeth across each (upper / lower) strip.
+  tooth_shades: np.ndarray  # (2, MAX_TEETH) per-tooth brightness of the upper / lower strip.
+  gap: float  # Width of the dark line between teeth, as a fraction of a tooth.
+  missing: int  # Upper tooth drawn as a dark gap (-1: none).
+  tongue: np.ndarray  # (3,) sRGB.
+  inner_lip: np.ndarray  # (3,) sRGB of the wet inner lip.
+
+
+MAX_TEETH = 12
+
+
+def sample_mouth_interior(rng: np.random.Generator) -> MouthInterior:
+  teeth = np.array([0.95, 0.92, 0.82]) * rng.uniform(0.7, 1.05) + rng.uniform(-0.08, 0.08, 3)
+  count = int(rng.integers(6, MAX_TEETH + 1))
+  return MouthInterior(
+      teeth=np.clip(teeth, 0, 1), tooth_count=count,
+      tooth_shades=rng.uniform(0.65, 1.1, (2, MAX_TEETH)), gap=float(rng.uniform(0.05, 0.25)),
+      missing=int(rng.integers(count)) if rng.random() < 0.5 else -1,
+      tongue=np.clip(np.array([0.75, 0.3, 0.32]) * rng.uniform(0.6, 1.2, 3), 0, 1),
+      inner_lip=np.clip(np.array([0.6, 0.22, 0.25]) * rng.uniform(0.6, 1.3, 3), 0, 1))
+
+
+def teeth_albedo(mouth: MouthInterior, along: np.ndarray, strip: np.ndarray) -> np.ndarray:
+  """(P, 3) teeth colour at positions `along` in [0, 1] of strip 0 (upper) or 1 (lower)."""
+  pos = np.clip(along, 0, 1 - 1e-6) * mouth.tooth_count
+  tooth = pos.astype(int)
+  lower = np.round(strip).astype(int).clip(0, 1)
+  colour = mouth.teeth[None] * mouth.tooth_shades[lower, tooth][:, None]
+  dark = (np.abs(pos - np.round(pos)) < mouth.gap / 2) | ((tooth == mouth.missing) & (lower == 0))
+  return np.where(dark[:, None], [0.12, 0.05, 0.05], colour)
+
+
 # ---------------------------------------------------------------------------
 # UV unwrap.
 

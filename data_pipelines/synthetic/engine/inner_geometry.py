@@ -68,8 +68,9 @@ def cavity_triangles() -> np.ndarray:
   return np.array(tris, np.int64)
 
 
-def cavity_colours() -> np.ndarray:
-  """(25, 3) per-vertex colours: dark throat, pinkish tongue at the bottom."""
+def cavity_colours(mouth=None) -> np.ndarray:
+  """(25, 3) per-vertex colours: dark throat, pinkish tongue at the bottom; a speaker's
+  `appearance.MouthInterior` (duck-typed: .tongue, .inner_lip) recolours tongue and inner lip."""
   col = np.zeros((25, 3))
   col[0:8] = [0.32, 0.1, 0.1]
   col[8:16] = [0.16, 0.04, 0.04]
@@ -77,6 +78,10 @@ def cavity_colours() -> np.ndarray:
   col[[8 + 5, 8 + 6, 8 + 7]] = [0.5, 0.2, 0.2]  # Tongue.
   col[[16 + 5, 16 + 6, 16 + 7]] = [0.4, 0.15, 0.15]
   col[24] = [0.05, 0.01, 0.01]
+  if mouth is not None:
+    col[0:8] = mouth.inner_lip
+    col[[8 + 5, 8 + 6, 8 + 7]] = mouth.tongue
+    col[[16 + 5, 16 + 6, 16 + 7]] = 0.8 * np.asarray(mouth.tongue)
   return col
 
 
@@ -95,22 +100,22 @@ def cavity_vertices(inner_lip: np.ndarray) -> np.ndarray:
 
 
 # Teeth: two rigid strips (upper, lower) of 2 x 9 vertices along a dental arch.
-_TEETH_COLS = 9
+TEETH_COLS = 9
 
 
 def teeth_triangles() -> np.ndarray:
   tris = []
   for strip in range(2):
-    o = strip * 2 * _TEETH_COLS
-    for j in range(_TEETH_COLS - 1):
+    o = strip * 2 * TEETH_COLS
+    for j in range(TEETH_COLS - 1):
       a, b = o + j, o + j + 1
-      tris += [[a, b, b + _TEETH_COLS], [a, b + _TEETH_COLS, a + _TEETH_COLS]]
+      tris += [[a, b, b + TEETH_COLS], [a, b + TEETH_COLS, a + TEETH_COLS]]
   return np.array(tris, np.int64)
 
 
 def teeth_along() -> np.ndarray:
   """(36,) position along each strip in [0, 1] (for gaps between teeth)."""
-  s = np.linspace(0, 1, _TEETH_COLS)
+  s = np.linspace(0, 1, TEETH_COLS)
   return np.tile(s, 4)
 
 
@@ -124,7 +129,7 @@ def teeth_vertices(upper_anchor: np.ndarray, lower_anchor: np.ndarray, half_widt
     lower_anchor: (3,) the same point on the lower lip, moved with the jaw.
     half_width: half the mouth width.
   """
-  x = np.linspace(-0.75, 0.75, _TEETH_COLS)
+  x = np.linspace(-0.75, 0.75, TEETH_COLS)
   # The dental arch curves back faster than the lips.
   arch = np.stack([x * half_width, np.zeros_like(x), -0.035 - 0.06 * x ** 2], 1)
   out = []

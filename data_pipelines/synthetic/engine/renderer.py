@@ -64,6 +64,7 @@ def project_points(cam: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 class Identity:
   id_coeffs: np.ndarray  # (n_id,)
   appearance: appearance_lib.Appearance
+  mouth: appearance_lib.MouthInterior | None = None  # None: generic teeth and tongue.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,8 @@ class FaceRenderer:
     attr[f0:f1, :, :3] = np.concatenate([eye_dirs[eye_tris]] * 2)
     f2 = f1 + len(teeth_tris)
     attr[f1:f2, :, 0] = inner.teeth_along()[teeth_tris]
-    attr[f2:, :, :3] = inner.cavity_colours()[cavity_tris]
+    attr[f1:f2, :, 1] = (teeth_tris >= 2 * inner.TEETH_COLS)  # 0: upper strip, 1: lower.
+    attr[f2:, :, :3] = inner.cavity_colours(identity.mouth)[cavity_tris]
     self._attr = attr
     self._teeth_normals = np.tile([0.0, 0.0, 1.0], (36, 1))
     self._opening_ids = [lm_ids[36:42], lm_ids[42:48], lm_ids[60:68]]
@@ -269,9 +271,12 @@ class FaceRenderer:
       albedo[sel], gloss[sel] = self._eye_albedo(attr[sel, :3], gaze), 3.0
     sel = mat == inner.TEETH
     if sel.any():
-      along = attr[sel, 0] * 8
-      gap = np.abs(along - np.round(along)) < 0.07
-      albedo[sel] = np.where(gap[:, None], [0.45, 0.38, 0.34], [0.9, 0.88, 0.8]) * 0.85
+      if self.identity.mouth is None:
+        along = attr[sel, 0] * 8
+        gap = np.abs(along - np.round(along)) < 0.07
+        albedo[sel] = np.where(gap[:, None], [0.45, 0.38, 0.34], [0.9, 0.88, 0.8]) * 0.85
+      else:
+        albedo[sel] = appearance_lib.teeth_albedo(self.identity.mouth, attr[sel, 0], attr[sel, 1])
       gloss[sel] = 1.0
     sel = mat == inner.CAVITY
     if sel.any():
