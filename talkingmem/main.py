@@ -19,6 +19,8 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
+from talkingmem import console
+
 # Mode -> module with define_flags() and run(config); imported only when chosen.
 MODES = {
     "train": "talkingmem.train_command",
@@ -52,6 +54,7 @@ def main() -> None:
   mode = chosen_mode(sys.argv[1:])
   if mode not in MODES:
     sys.exit(f"error: unknown --mode={mode}; choose from {', '.join(MODES)}")
+  console.quiet_native_logs(sys.argv[1:])
   command = importlib.import_module(MODES[mode])
   define_common_flags(mode)
   command.define_flags()
@@ -60,6 +63,7 @@ def main() -> None:
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    console.route_logs(flags.FLAGS.workdir, mode)  # library INFO logs to a file; --verbosity=1 keeps them
     command.run(flags.FLAGS.config)
 
   jax.config.config_with_absl()
