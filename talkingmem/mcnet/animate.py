@@ -31,6 +31,7 @@ from flax.traverse_util import flatten_dict
 import tqdm
 
 from data_pipelines import face_tracking, video_io
+from talkingmem.mcnet import paste_back
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import normalize_kp
 
@@ -241,18 +242,23 @@ def track_config(size: int, **overrides: Any) -> face_tracking.TrackConfig:
   return face_tracking.TrackConfig(size=size, **overrides)
 
 
+def source_crop_box(image: np.ndarray, size: int, config: face_tracking.TrackConfig | None = None,
+                    name: str = "the source image") -> np.ndarray:
+  """The square face crop box (left, top, right, bottom) of the source photo, in its pixels."""
+  config = config or track_config(size)
+  box = face_tracking.detect_face(to_uint8(image), config)
+  if box is None:
+    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
+  return face_tracking.plan_track(box[None], config).crop_boxes[0]
+
+
 def prepare_source(image: np.ndarray, size: int, crop: bool = True,
                    config: face_tracking.TrackConfig | None = None, name: str = "the source image"
                    ) -> np.ndarray:
   """The model-size (size, size, 3) float source: a face crop, or a centred square with crop=False."""
   if not crop:
     return square_resize(image, size)
-  config = config or track_config(size)
-  box = face_tracking.detect_face(to_uint8(image), config)
-  if box is None:
-    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
-  crop_box = face_tracking.plan_track(box[None], config).crop_boxes[0]
-  return face_tracking.crop_frame(image, crop_box, size)
+  return face_tracking.crop_frame(image, source_crop_box(image, size, config, name), size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -413,6 +419,8 @@ class AnimateOptions:
   side_by_side: bool = False  # source | driving | result
   batch_size: int = 16
   progress: bool = True
+  paste_back: bool = True  # with crop: the animated face warped back into the full photo
+  max_size: int | None = 1024  # longest side of the pasted-back output (None: the photo's)
 
 
 def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: str | pathlib.Path,
@@ -421,7 +429,10 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
   if options.best_frame is not None and options.find_best_frame:
     raise AnimationInputError("give --best_frame or --find_best_frame, not both")
   size = loaded.image_size
-  source = prepare_source(read_image(source_path), size, options.crop, name=f"the source image {source_path}")
+  photo = read_image(source_path)
+  name = f"the source image {source_path}"
+  crop_box = source_crop_box(photo, size, name=name) if options.crop else None
+  source = face_tracking.crop_frame(photo, crop_box, size) if options.crop else square_resize(photo, size)
   driving = read_driving(driving_path, size, options.crop, progress=options.progress)
   num = len(driving.frames)
   reference = options.best_frame or 0
@@ -434,9 +445,15 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
     raise AnimationInputError(f"--best_frame {reference} is outside the driving video's {num} frames")
   pred = animate_frames(loaded.model, loaded.variables, source, driving.frames, options.batch_size,
                         options.relative, options.adapt_scale, reference, options.progress)
-  frames = to_uint8(pred)
+  pasted = options.paste_back and crop_box is not None
+  if pasted:
+    frames = np.stack([to_uint8(f) for f in paste_back.iter_pasted(photo, crop_box, pred, options.max_size)])
+    shown_source, shown_driving = paste_back.side_by_side_inputs(photo, driving.frames, frames.shape[1:3])
+  else:
+    frames = to_uint8(pred)
+    shown_source, shown_driving = to_uint8(source), driving.frames
   if options.side_by_side:
-    frames = np.concatenate([np.broadcast_to(to_uint8(source), frames.shape), driving.frames, frames], axis=2)
+    frames = np.concatenate([np.broadcast_to(shown_source, frames.shape), shown_driving, frames], axis=2)
   output_path = pathlib.Path(output_path)
   audio = driving.has_audio and output_path.suffix.lower() == ".mp4"
   if driving.has_audio and not audio:
@@ -446,4 +463,5 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
   return {"output": str(output_path), "frames": num, "fps": driving.fps, "size": size,
           "reference_frame": reference, "audio": audio, "relative": options.relative,
           "adapt_scale": options.adapt_scale, "crop": options.crop, "driving_faces": driving.face_frames,
+          "paste_back": pasted, "output_size": list(frames.shape[1:3]),
           "checkpoint": loaded.describe()}
