@@ -4,6 +4,7 @@
   python -m talkingmem.main --config=configs/mcnet.py --mode=info
   python -m talkingmem.main --mode=eval --workdir=W [--pairs=pairs.csv] [--face_metrics]
   python -m talkingmem.main --mode=animate --checkpoint=vox.pth.tar --source=img.png --driving=v.mp4 --output=out.mp4
+  python -m talkingmem.main --mode=live --workdir=W --source=img.png --camera=0
   python -m talkingmem.main --mode=speak --a2e_workdir=A --renderer_workdir=R --audio=x.wav --template=DIR --output=o.mp4
   python -m talkingmem.main --mode=export --workdir=W --export_dir=D
 
@@ -28,6 +29,7 @@ MODES = {
     "info": "talkingmem.mcnet.info_command",
     "eval": "talkingmem.mcnet.eval_command",
     "animate": "talkingmem.mcnet.animate_command",
+    "live": "talkingmem.mcnet.live_command",
     "speak": "talkingmem.memface.speak_command",
 }
 DEFAULT_MODE = "train"

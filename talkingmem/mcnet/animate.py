@@ -364,25 +364,22 @@ def _keep(kp: dict) -> dict:
   return {k: v for k, v in kp.items() if k in ("value", "jacobian")}
 
 
-def _as_float(frames: np.ndarray) -> np.ndarray:
+def as_float(frames: np.ndarray) -> np.ndarray:
+  """Frames as float32 in [0, 1] (uint8 frames are divided by 255)."""
   frames = np.asarray(frames)
   return frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames.astype(np.float32)
 
 
-def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndarray,
-                   batch_size: int = 16, relative: bool = True, adapt_scale: bool = True,
-                   initial_index: int = 0, progress: bool = False) -> np.ndarray:
-  """Animates one source image (H, W, 3) by driving frames (T, H, W, 3) -> (T, H, W, 3) float32.
+def keypoint_detector(model: MCNet):
+  """jit((variables, frames (N, H, W, 3) float) -> keypoints {'value', 'jacobian'})."""
+  return jax.jit(lambda v, x: _keep(model.apply(v, x, method=MCNet.detect)))
 
-  Frames are floats in [0, 1] or uint8. Relative motion is measured from driving frame
-  `initial_index`. FOMM generates forward and backward from its best frame; each frame here depends
-  only on itself and that reference frame, so one pass in order gives the same frames. Batches are
-  padded to `batch_size`, so the step compiles once.
+
+def animation_step(model: MCNet, relative: bool, adapt_scale: bool):
+  """jit((variables, source, kp_source, kp_initial, frames (N, H, W, 3)) -> predictions (N, H, W, 3)).
+
+  The motion of each driving frame, absolute or relative to `kp_initial`, applied to the source.
   """
-  detect = jax.jit(lambda v, x: model.apply(v, x, method=MCNet.detect))
-  source = jnp.asarray(_as_float(source))
-  kp_source = _keep(detect(variables, source[None]))
-  kp_initial = _keep(detect(variables, jnp.asarray(_as_float(driving[initial_index:initial_index + 1]))))
 
   @jax.jit
   def step(variables, source, kp_source, kp_initial, frames):
@@ -395,11 +392,29 @@ def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndar
     src = jnp.broadcast_to(source[None], frames.shape)
     return model.apply(variables, src, tile(kp_source), _keep(kp_norm), method=MCNet.generate)["prediction"]
 
+  return step
+
+
+def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndarray,
+                   batch_size: int = 16, relative: bool = True, adapt_scale: bool = True,
+                   initial_index: int = 0, progress: bool = False) -> np.ndarray:
+  """Animates one source image (H, W, 3) by driving frames (T, H, W, 3) -> (T, H, W, 3) float32.
+
+  Frames are floats in [0, 1] or uint8. Relative motion is measured from driving frame
+  `initial_index`. FOMM generates forward and backward from its best frame; each frame here depends
+  only on itself and that reference frame, so one pass in order gives the same frames. Batches are
+  padded to `batch_size`, so the step compiles once.
+  """
+  detect = keypoint_detector(model)
+  source = jnp.asarray(as_float(source))
+  kp_source = detect(variables, source[None])
+  kp_initial = detect(variables, jnp.asarray(as_float(driving[initial_index:initial_index + 1])))
+  step = animation_step(model, relative, adapt_scale)
   batch_size = max(1, min(batch_size, len(driving)))
   out = []
   with tqdm.tqdm(total=len(driving), unit="frame", desc="animating", disable=not progress) as bar:
     for start in range(0, len(driving), batch_size):
-      chunk = _as_float(driving[start:start + batch_size])
+      chunk = as_float(driving[start:start + batch_size])
       pad = batch_size - len(chunk)
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
       pred = step(variables, source, kp_source, kp_initial, jnp.asarray(padded))
