@@ -102,13 +102,12 @@ class StepBar:
     self._tqdm = tqdm
     self.bar = tqdm.tqdm(total=total_steps, initial=first_step, unit="step", desc="train",
                          disable=not enabled, dynamic_ncols=True, smoothing=0.1,
-                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {postfix} "
-                                    "{rate_fmt} ETA {remaining}")
+                         bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {rate_fmt} ETA {remaining}")
 
   def step(self, loss: float | None = None) -> None:
     self.bar.update(1)
     if loss is not None:
-      self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+      self.bar.set_description_str(f"train  loss {loss:.4f}", refresh=False)
 
   def write(self, line: str) -> None:
     """A line above the bar (an evaluation), which keeps the bar at the bottom."""

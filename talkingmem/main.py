@@ -31,6 +31,7 @@ MODES = {
     "animate": "talkingmem.mcnet.animate_command",
     "live": "talkingmem.mcnet.live_command",
     "speak": "talkingmem.memface.speak_command",
+    "app": "talkingmem.app.app_command",
 }
 DEFAULT_MODE = "train"
 
