@@ -15,6 +15,7 @@ import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 from absl import flags, logging
+import tqdm
 
 LOG_NAME = "talkingmem.log"
 
@@ -98,8 +99,6 @@ class StepBar:
   """The training progress bar: steps, loss, steps/s and ETA on one line (tqdm), process 0 only."""
 
   def __init__(self, total_steps: int, first_step: int, enabled: bool = True):
-    import tqdm  # pylint: disable=g-import-not-at-top
-    self._tqdm = tqdm
     self.bar = tqdm.tqdm(total=total_steps, initial=first_step, unit="step", desc="train",
                          disable=not enabled, dynamic_ncols=True, smoothing=0.1,
                          bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {rate_fmt} ETA {remaining}")
@@ -112,7 +111,7 @@ class StepBar:
   def write(self, line: str) -> None:
     """A line above the bar (an evaluation), which keeps the bar at the bottom."""
     if not self.bar.disable:
-      self._tqdm.tqdm.write(line)
+      tqdm.tqdm.write(line)
 
   def close(self) -> None:
     self.bar.close()

@@ -42,9 +42,5 @@ def start_app(checkpoint: pathlib.Path):
   temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="talkingmem-app-test-"))
   core.prepare_environment(temp_dir)
   context = core.AppContext(temp_dir=temp_dir, models=(str(checkpoint),))
-  port = free_port()
-  blocks = core.build_app(context)
-  blocks.queue()
-  blocks.launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True,
-                quiet=True, allowed_paths=[str(temp_dir)], max_file_size="50mb")
-  return f"http://127.0.0.1:{port}/", blocks.close, temp_dir
+  blocks = core.launch(context, free_port(), block=False)
+  return blocks.local_url, blocks.close, temp_dir

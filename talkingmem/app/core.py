@@ -108,10 +108,12 @@ def build_app(context: AppContext, tabs: dict[str, str] = TABS):
 
 
 def launch(context: AppContext, port: int, host: str = "127.0.0.1", block: bool = True):
-  """Serves the app on host:port (local by default; never a share link)."""
+  """Serves the app on host:port (local by default; never a share link); returns the gradio Blocks
+  (`.close()` stops it when block=False)."""
   blocks = build_app(context)
   blocks.queue(default_concurrency_limit=1)  # one model run at a time: they use every core
-  return blocks.launch(server_name=host, server_port=port, share=False, inbrowser=False,
+  blocks.launch(server_name=host, server_port=port, share=False, inbrowser=False,
                        show_error=False, max_file_size=f"{context.max_upload_mb}mb",
                        allowed_paths=[str(context.temp_dir)], prevent_thread_lock=not block, quiet=True,
                        footer_links=["api"])
+  return blocks
