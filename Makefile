@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
 STAMP := $(VENV)/.installed
 APT_PACKAGES := espeak-ng libespeak-ng1
+# Headless Chromium for the app's browser test (skipped without it).
+BROWSER_PACKAGES := chromium chromium-driver
+PORT ?= 7860
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps browser-deps demo app test clean
 
 # espeak-ng synthesises the MemFace synthetic speech; installed when missing and we may use apt.
 system-deps:
@@ -25,12 +28,23 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+browser-deps:
+	@if ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	  else echo "note: install $(BROWSER_PACKAGES) for the app's browser test (skipped without them)"; fi; \
+	fi
+
 setup: system-deps $(STAMP)
 
 demo: setup
 	$(PY) -m talkingmem.main --config=configs/mcnet.py:demo --workdir=$(WORKDIR)
 
-test: setup
+# The browser app on http://127.0.0.1:$(PORT) with the demo's model (`make demo` first).
+app: setup
+	$(PY) -m talkingmem.main --mode=app --workdir=$(WORKDIR) --port=$(PORT)
+
+test: setup browser-deps
 	$(PY) -m pytest -q tests
 
 clean:

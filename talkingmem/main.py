@@ -4,6 +4,7 @@
   python -m talkingmem.main --config=configs/mcnet.py --mode=info
   python -m talkingmem.main --mode=eval --workdir=W [--pairs=pairs.csv] [--face_metrics]
   python -m talkingmem.main --mode=animate --checkpoint=vox.pth.tar --source=img.png --driving=v.mp4 --output=out.mp4
+  python -m talkingmem.main --mode=live --workdir=W --source=img.png --camera=0
   python -m talkingmem.main --mode=speak --a2e_workdir=A --renderer_workdir=R --audio=x.wav --template=DIR --output=o.mp4
   python -m talkingmem.main --mode=export --workdir=W --export_dir=D
 
@@ -19,6 +20,8 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
+from talkingmem import console
+
 # Mode -> module with define_flags() and run(config); imported only when chosen.
 MODES = {
     "train": "talkingmem.train_command",
@@ -26,7 +29,9 @@ MODES = {
     "info": "talkingmem.mcnet.info_command",
     "eval": "talkingmem.mcnet.eval_command",
     "animate": "talkingmem.mcnet.animate_command",
+    "live": "talkingmem.mcnet.live_command",
     "speak": "talkingmem.memface.speak_command",
+    "app": "talkingmem.app.app_command",
 }
 DEFAULT_MODE = "train"
 
@@ -52,6 +57,7 @@ def main() -> None:
   mode = chosen_mode(sys.argv[1:])
   if mode not in MODES:
     sys.exit(f"error: unknown --mode={mode}; choose from {', '.join(MODES)}")
+  console.quiet_native_logs(sys.argv[1:])
   command = importlib.import_module(MODES[mode])
   define_common_flags(mode)
   command.define_flags()
@@ -60,6 +66,7 @@ def main() -> None:
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    console.route_logs(flags.FLAGS.workdir, mode)  # library INFO logs to a file; --verbosity=1 keeps them
     command.run(flags.FLAGS.config)
 
   jax.config.config_with_absl()

@@ -33,6 +33,7 @@ def ensure_synthetic(root: str | pathlib.Path, wanted: Mapping[str, Any],
     check_synthetic_info(json.loads(info_path.read_text()), wanted, root)
   if jax.process_index() == 0 and not info_path.exists():
     logging.info("Generating the synthetic %s into %s (first run only)", what, root)
+    print(f"generating the synthetic {what} into {root} (first run only) ...", flush=True)  # a quiet wait
     info = generate(root)
     logging.info("synthetic %s: %s", what, info)
   if jax.process_count() > 1:

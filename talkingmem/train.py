@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from talkingmem import checkpointing, sharding, summaries
+from talkingmem import checkpointing, console, sharding, summaries
 from talkingmem.task import Task, get_task, valid_weighted_means
 
 
@@ -192,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = summaries.Writer(workdir)
   step = int(jax.device_get(state.step))
   progress = summaries.Progress(total_steps, config.data.batch_size, step)
+  bar = console.StepBar(total_steps, step, enabled=jax.process_index() == 0)
   preemption = _Preemption()
   # eval_every / image_every <= 0 switch those hooks off.
   log_every, eval_every = tc.get("log_every", 50), tc.get("eval_every", 1000)
@@ -205,6 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, metrics = train_step(state, batch)
       step += 1
       pending.append((step, metrics))
+      loss = None
       if step % log_every == 0 or step == total_steps:
         # One host transfer per log interval, not per step.
         for s, m in jax.device_get(pending):
@@ -212,8 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         pending.clear()
         steps_per_s, samples_per_s = progress.rates(step)
         writer.scalars(step, dict(last, steps_per_second=steps_per_s, samples_per_second=samples_per_s))
-        if jax.process_index() == 0:
-          print(progress.line(step, float(last["loss"])), flush=True)
+        loss = float(last["loss"])
+        logging.info("%s", progress.line(step, loss))
+      bar.step(loss)
       if image_every > 0 and (step % image_every == 0 or step == total_steps):
         eval_local = next(task.eval_batches(jax.process_index(), jax.process_count()), None)
         if eval_local is not None:
@@ -228,16 +231,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         results = evaluate(task, state, eval_step, mesh, eval_batches)
         writer.scalars(step, {f"eval/{k}": v for k, v in results.items()})
         logging.info("eval at step %d: %s", step, results)
+        bar.write(f"eval at step {step}: {console.format_metrics(results)}")
       if step % ckpt_every == 0 or step == total_steps or preemption.requested:
         checkpointing.save(manager, step, state, data_iter, force=preemption.requested)
       if preemption.requested:
         break
     manager.wait_until_finished()
+    bar.close()
+    outputs = None
     if step >= total_steps and tc.get("final_outputs", True):
       outputs = task.after_training({"params": state.params, **state.model_state}, str(workdir))
       if outputs:
         logging.info("after training: %s", outputs)
+    if jax.process_index() == 0:
+      print(console.training_summary(workdir, step, outputs, console.active_log_file()), flush=True)
   finally:
+    bar.close()
     preemption.restore()
     writer.close()
     manager.close()

@@ -70,7 +70,7 @@ def test_animate_command_keeps_frames_fps_and_audio(files):
   assert 0 <= summary["reference_frame"] < NUM_FRAMES and summary["driving_faces"]["detected"] == NUM_FRAMES
   info = video_io.video_info(out)
   assert info["frames"] == NUM_FRAMES and info["fps"] == pytest.approx(FPS) and info["has_audio"]
-  assert info["size"] == (32, 3 * 32)  # source | driving | result at the model size
+  assert info["size"] == (512, 3 * 512)  # source | driving | result, pasted back at the photo's size
   assert "animating" in proc.stderr  # the tqdm progress bar
 
 

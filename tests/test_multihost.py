@@ -97,8 +97,8 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     procs.append(_start(_cmd(multi, data, True), env, tmp_path / f"process{i}.log"))
   _run_all(procs, TIMEOUT_S)
 
-  log0 = (tmp_path / "process0.log").read_text()
-  assert "(process 0 of 2)" in log0, log0[-3000:]
+  log = (multi / "talkingmem.log").read_text()  # library logs go to the workdir, not the terminal
+  assert "(process 0 of 2)" in log and "(process 1 of 2)" in log, log[-3000:]
   expected, got = _losses(single), _losses(multi)
   assert [s for s, _ in expected] == list(range(1, STEPS + 1))
   # Only process 0 writes metrics: one row per step, not two.

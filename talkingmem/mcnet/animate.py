@@ -31,6 +31,7 @@ from flax.traverse_util import flatten_dict
 import tqdm
 
 from data_pipelines import face_tracking, video_io
+from talkingmem.mcnet import paste_back
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import normalize_kp
 
@@ -241,18 +242,23 @@ def track_config(size: int, **overrides: Any) -> face_tracking.TrackConfig:
   return face_tracking.TrackConfig(size=size, **overrides)
 
 
+def source_crop_box(image: np.ndarray, size: int, config: face_tracking.TrackConfig | None = None,
+                    name: str = "the source image") -> np.ndarray:
+  """The square face crop box (left, top, right, bottom) of the source photo, in its pixels."""
+  config = config or track_config(size)
+  box = face_tracking.detect_face(to_uint8(image), config)
+  if box is None:
+    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
+  return face_tracking.plan_track(box[None], config).crop_boxes[0]
+
+
 def prepare_source(image: np.ndarray, size: int, crop: bool = True,
                    config: face_tracking.TrackConfig | None = None, name: str = "the source image"
                    ) -> np.ndarray:
   """The model-size (size, size, 3) float source: a face crop, or a centred square with crop=False."""
   if not crop:
     return square_resize(image, size)
-  config = config or track_config(size)
-  box = face_tracking.detect_face(to_uint8(image), config)
-  if box is None:
-    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
-  crop_box = face_tracking.plan_track(box[None], config).crop_boxes[0]
-  return face_tracking.crop_frame(image, crop_box, size)
+  return face_tracking.crop_frame(image, source_crop_box(image, size, config, name), size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,25 +364,22 @@ def _keep(kp: dict) -> dict:
   return {k: v for k, v in kp.items() if k in ("value", "jacobian")}
 
 
-def _as_float(frames: np.ndarray) -> np.ndarray:
+def as_float(frames: np.ndarray) -> np.ndarray:
+  """Frames as float32 in [0, 1] (uint8 frames are divided by 255)."""
   frames = np.asarray(frames)
   return frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames.astype(np.float32)
 
 
-def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndarray,
-                   batch_size: int = 16, relative: bool = True, adapt_scale: bool = True,
-                   initial_index: int = 0, progress: bool = False) -> np.ndarray:
-  """Animates one source image (H, W, 3) by driving frames (T, H, W, 3) -> (T, H, W, 3) float32.
+def keypoint_detector(model: MCNet):
+  """jit((variables, frames (N, H, W, 3) float) -> keypoints {'value', 'jacobian'})."""
+  return jax.jit(lambda v, x: _keep(model.apply(v, x, method=MCNet.detect)))
 
-  Frames are floats in [0, 1] or uint8. Relative motion is measured from driving frame
-  `initial_index`. FOMM generates forward and backward from its best frame; each frame here depends
-  only on itself and that reference frame, so one pass in order gives the same frames. Batches are
-  padded to `batch_size`, so the step compiles once.
+
+def animation_step(model: MCNet, relative: bool, adapt_scale: bool):
+  """jit((variables, source, kp_source, kp_initial, frames (N, H, W, 3)) -> predictions (N, H, W, 3)).
+
+  The motion of each driving frame, absolute or relative to `kp_initial`, applied to the source.
   """
-  detect = jax.jit(lambda v, x: model.apply(v, x, method=MCNet.detect))
-  source = jnp.asarray(_as_float(source))
-  kp_source = _keep(detect(variables, source[None]))
-  kp_initial = _keep(detect(variables, jnp.asarray(_as_float(driving[initial_index:initial_index + 1]))))
 
   @jax.jit
   def step(variables, source, kp_source, kp_initial, frames):
@@ -389,11 +392,29 @@ def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndar
     src = jnp.broadcast_to(source[None], frames.shape)
     return model.apply(variables, src, tile(kp_source), _keep(kp_norm), method=MCNet.generate)["prediction"]
 
+  return step
+
+
+def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndarray,
+                   batch_size: int = 16, relative: bool = True, adapt_scale: bool = True,
+                   initial_index: int = 0, progress: bool = False) -> np.ndarray:
+  """Animates one source image (H, W, 3) by driving frames (T, H, W, 3) -> (T, H, W, 3) float32.
+
+  Frames are floats in [0, 1] or uint8. Relative motion is measured from driving frame
+  `initial_index`. FOMM generates forward and backward from its best frame; each frame here depends
+  only on itself and that reference frame, so one pass in order gives the same frames. Batches are
+  padded to `batch_size`, so the step compiles once.
+  """
+  detect = keypoint_detector(model)
+  source = jnp.asarray(as_float(source))
+  kp_source = detect(variables, source[None])
+  kp_initial = detect(variables, jnp.asarray(as_float(driving[initial_index:initial_index + 1])))
+  step = animation_step(model, relative, adapt_scale)
   batch_size = max(1, min(batch_size, len(driving)))
   out = []
   with tqdm.tqdm(total=len(driving), unit="frame", desc="animating", disable=not progress) as bar:
     for start in range(0, len(driving), batch_size):
-      chunk = _as_float(driving[start:start + batch_size])
+      chunk = as_float(driving[start:start + batch_size])
       pad = batch_size - len(chunk)
       padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
       pred = step(variables, source, kp_source, kp_initial, jnp.asarray(padded))
@@ -413,6 +434,8 @@ class AnimateOptions:
   side_by_side: bool = False  # source | driving | result
   batch_size: int = 16
   progress: bool = True
+  paste_back: bool = True  # with crop: the animated face warped back into the full photo
+  max_size: int | None = 1024  # longest side of the pasted-back output (None: the photo's)
 
 
 def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: str | pathlib.Path,
@@ -421,7 +444,10 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
   if options.best_frame is not None and options.find_best_frame:
     raise AnimationInputError("give --best_frame or --find_best_frame, not both")
   size = loaded.image_size
-  source = prepare_source(read_image(source_path), size, options.crop, name=f"the source image {source_path}")
+  photo = read_image(source_path)
+  name = f"the source image {source_path}"
+  crop_box = source_crop_box(photo, size, name=name) if options.crop else None
+  source = face_tracking.crop_frame(photo, crop_box, size) if options.crop else square_resize(photo, size)
   driving = read_driving(driving_path, size, options.crop, progress=options.progress)
   num = len(driving.frames)
   reference = options.best_frame or 0
@@ -434,9 +460,15 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
     raise AnimationInputError(f"--best_frame {reference} is outside the driving video's {num} frames")
   pred = animate_frames(loaded.model, loaded.variables, source, driving.frames, options.batch_size,
                         options.relative, options.adapt_scale, reference, options.progress)
-  frames = to_uint8(pred)
+  pasted = options.paste_back and crop_box is not None
+  if pasted:
+    frames = np.stack([to_uint8(f) for f in paste_back.iter_pasted(photo, crop_box, pred, options.max_size)])
+    shown_source, shown_driving = paste_back.side_by_side_inputs(photo, driving.frames, frames.shape[1:3])
+  else:
+    frames = to_uint8(pred)
+    shown_source, shown_driving = to_uint8(source), driving.frames
   if options.side_by_side:
-    frames = np.concatenate([np.broadcast_to(to_uint8(source), frames.shape), driving.frames, frames], axis=2)
+    frames = np.concatenate([np.broadcast_to(shown_source, frames.shape), shown_driving, frames], axis=2)
   output_path = pathlib.Path(output_path)
   audio = driving.has_audio and output_path.suffix.lower() == ".mp4"
   if driving.has_audio and not audio:
@@ -446,4 +478,5 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
   return {"output": str(output_path), "frames": num, "fps": driving.fps, "size": size,
           "reference_frame": reference, "audio": audio, "relative": options.relative,
           "adapt_scale": options.adapt_scale, "crop": options.crop, "driving_faces": driving.face_frames,
+          "paste_back": pasted, "output_size": list(frames.shape[1:3]),
           "checkpoint": loaded.describe()}

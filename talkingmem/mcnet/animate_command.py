@@ -2,7 +2,7 @@
 
   python -m talkingmem.main --mode=animate --workdir=W|--checkpoint=vox.pth.tar --source=img.png \
       --driving=video.mp4 --output=out.mp4 [--no_crop] [--norelative] [--adapt_scale] \
-      [--best_frame=N | --find_best_frame] [--side_by_side]
+      [--best_frame=N | --find_best_frame] [--side_by_side] [--nopaste_back] [--max_size=1024]
 """
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def define_flags() -> None:
   flags.DEFINE_bool("find_best_frame", False, "That frame chosen by landmarks closest to the source.")
   flags.DEFINE_bool("side_by_side", False, "Write source | driving | result.")
   flags.DEFINE_integer("batch_size", 16, "Frames per batch.")
+  flags.DEFINE_bool("paste_back", True, "With cropping: the animated face pasted back into the whole "
+                    "photo (feathered), at the photo's size bounded by --max_size; --nopaste_back: the crop.")
+  flags.DEFINE_integer("max_size", 1024, "Longest side of the pasted-back output, in pixels (0: the photo's).")
 
 
 def run(config: ml_collections.ConfigDict | None) -> None:
@@ -40,7 +43,7 @@ def run(config: ml_collections.ConfigDict | None) -> None:
   options = animate.AnimateOptions(
       crop=not FLAGS.no_crop, relative=FLAGS.relative, adapt_scale=FLAGS.adapt_scale,
       best_frame=FLAGS.best_frame, find_best_frame=FLAGS.find_best_frame, side_by_side=FLAGS.side_by_side,
-      batch_size=FLAGS.batch_size)
+      batch_size=FLAGS.batch_size, paste_back=FLAGS.paste_back, max_size=FLAGS.max_size or None)
   try:
     loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
     summary = animate.animate(loaded, FLAGS.source, FLAGS.driving, FLAGS.output, options)
