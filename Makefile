@@ -6,7 +6,7 @@ WORKDIR ?= workdirs/demo
 STAMP := $(VENV)/.installed
 APT_PACKAGES := espeak-ng libespeak-ng1
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps demo test clean accelerator-wheels
 
 # espeak-ng synthesises the MemFace synthetic speech; installed when missing and we may use apt.
 system-deps:
@@ -32,6 +32,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Wheels experiments/accelerator_check.py installs on a GPU/TPU image that lacks them (grain, ml_collections,
+# ...; ~6 MB per Python version, not committed: the device run carries the ignored folder).
+ACCEL_PYTHONS ?= 3.11 3.12
+accelerator-wheels: setup
+	for v in $(ACCEL_PYTHONS); do $(PY) experiments/accelerator_check.py --download_wheels $$v || exit 1; done
 
 clean:
 	rm -rf $(VENV) workdirs

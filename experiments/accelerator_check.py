@@ -2,6 +2,7 @@
 
   python experiments/accelerator_check.py OUT_DIR [--official_repo=PATH] [--fixtures=DIR]
       [--train_fixtures=DIR] [--wheels=experiments/wheels] [--dry_run] [--small]
+  python experiments/accelerator_check.py --download_wheels=3.12   # = make accelerator-wheels
 
 Run from the repository root (it sets PYTHONPATH to it for every step). In order, each step with its
 own time limit (about 8 minutes in all) and its output in OUT_DIR/<step>.log:
@@ -36,6 +37,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CARRIED = {"grain": "grain", "array_record": "array_record", "ml_collections": "ml_collections",
            "cloudpickle": "cloudpickle", "portpicker": "portpicker", "imageio": "imageio",
            "psutil": "psutil", "yaml": "PyYAML", "einops": "einops", "absl": "absl-py"}
+# Versions the suite ran with for the carried packages that requirements.txt does not pin (they come
+# in as dependencies there).
+DEPENDENCY_PINS = {"cloudpickle": "3.1.3", "portpicker": "1.6.0", "psutil": "7.2.2", "pyyaml": "6.0.4",
+                   "einops": "0.8.2"}
 
 
 class Step(NamedTuple):
@@ -56,6 +61,20 @@ def pinned_versions(requirements: pathlib.Path = ROOT / "requirements.txt") -> d
   return pins
 
 
+def requirement(dist: str) -> str:
+  key = dist.lower().replace("_", "-")
+  version = (pinned_versions() | DEPENDENCY_PINS).get(key)
+  return f"{dist}=={version}" if version else dist
+
+
+def download_command(wheels: pathlib.Path, python_version: str) -> list[str]:
+  """`pip download` of every carried wheel for a Linux x86-64 machine with that Python."""
+  platforms = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+               for a in ("--platform", p)]
+  return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+          python_version, *platforms, "-d", str(wheels), *(requirement(d) for d in CARRIED.values())]
+
+
 def missing_distributions(carried: dict[str, str] = CARRIED) -> list[str]:
   return [dist for module, dist in carried.items() if importlib.util.find_spec(module) is None]
 
@@ -63,11 +82,8 @@ def missing_distributions(carried: dict[str, str] = CARRIED) -> list[str]:
 def install_command(missing: list[str], wheels: pathlib.Path) -> list[str] | None:
   if not missing:
     return None
-  pins = pinned_versions()
-  wanted = [f"{d}=={pins[d.lower().replace('_', '-')]}" if d.lower().replace("_", "-") in pins else d
-            for d in missing]
   return [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--find-links", str(wheels),
-          *wanted]
+          *(requirement(d) for d in missing)]
 
 
 def train_parity_step(fixtures: pathlib.Path, timeout_s: int) -> Step:
@@ -151,7 +167,7 @@ def run_step(step: Step, out: pathlib.Path, env: dict) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("out", help="Folder for every result (created).")
+  parser.add_argument("out", nargs="?", help="Folder for every result (created).")
   parser.add_argument("--official_repo", default=None, help="Checkout of harlanhong/ICCV2023-MCNET.")
   parser.add_argument("--fixtures", default=str(ROOT.parent / "shared" / "fixtures" / "mcnet_official"))
   parser.add_argument("--train_fixtures",
@@ -160,7 +176,14 @@ def main() -> None:
   parser.add_argument("--dry_run", action="store_true", help="Print the plan; run nothing.")
   parser.add_argument("--small", action="store_true", help="Test-size steps (CPU, for the test suite).")
   parser.add_argument("--env_only", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--download_wheels", metavar="PYTHON_VERSION", default=None,
+                      help="Fill --wheels for a machine with this Python (e.g. 3.12), then stop; "
+                           "`make accelerator-wheels` calls this.")
   args = parser.parse_args()
+  if args.download_wheels:
+    sys.exit(subprocess.run(download_command(pathlib.Path(args.wheels), args.download_wheels)).returncode)
+  if not args.out:
+    parser.error("OUT, the folder for the results, is required")
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   if args.env_only:

@@ -23,7 +23,10 @@ def model_config(image_size: int = 256) -> ml_collections.ConfigDict:
   m.use_memory = True
   m.memory = ml_collections.ConfigDict(dict(
       memory_channels=512, memory_size=32, style_dim=512, style_hidden=128, num_kernels=4,
-      kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None))
+      kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None,
+      # 'flash': query chunks of attention_chunk (default 1024) with a custom VJP that keeps no
+      # (B, HW, S²) probabilities for the backward; same values (tests/test_nn_attention.py).
+      attention_impl="plain"))
   m.conv_method = "auto"  # per-sample convs: auto (im2col on CPU, grouped elsewhere), grouped, vmap, im2col
   return m
 
