@@ -99,13 +99,14 @@ def train_parity_step(fixtures: pathlib.Path, timeout_s: int) -> Step:
 def plan(args: argparse.Namespace, out: pathlib.Path) -> list[Step]:
   py = sys.executable
   fixtures = pathlib.Path(args.fixtures)
-  steps = [Step("env", [py, str(pathlib.Path(__file__).resolve()), "--env_only", str(out)], 120)]
+  slow = 5 if args.small else 1  # time limits: --small runs on a (shared) CPU
+  steps = [Step("env", [py, str(pathlib.Path(__file__).resolve()), "--env_only", str(out)], 120 * slow)]
   if (fixtures / "io.npz").is_file():
     steps.append(Step("parity", [py, "-m", "talkingmem.mcnet.tools.official_parity",
-                                 f"--fixtures={fixtures}", "--dtype=float32"], 120))
+                                 f"--fixtures={fixtures}", "--dtype=float32"], 120 * slow))
   else:
     steps.append(Step("parity", None, 120, f"no forward fixture at {fixtures}"))
-  steps.append(train_parity_step(pathlib.Path(args.train_fixtures), 120))
+  steps.append(train_parity_step(pathlib.Path(args.train_fixtures), 120 * slow))
   bench = [py, str(ROOT / "experiments" / "benchmark_vs_official.py"), f"--out={out}",
            f"--results_md={out / 'RESULTS_side_by_side.md'}"]
   if args.official_repo:
@@ -115,12 +116,12 @@ def plan(args: argparse.Namespace, out: pathlib.Path) -> list[Step]:
               "--train_batches=1", "--dtypes=float32", "--repeats=1"]
   else:
     bench += ["--inference_batches=1,64", "--train_batches=8,max", "--repeats=5"]
-  steps.append(Step("benchmark", bench, 330))
+  steps.append(Step("benchmark", bench, 330 * slow))
   pipeline = [py, str(ROOT / "experiments" / "benchmark_input_pipeline.py"), "--formats=" + (
       "folders,mp4" if importlib.util.find_spec("imageio_ffmpeg") else "folders")]
   pipeline += (["--sizes=64", "--workers=2", "--batches=4", "--identities=2", "--frames=16"]
                if args.small else ["--sizes=256", "--workers=16"])
-  steps.append(Step("input_pipeline", pipeline, 120))
+  steps.append(Step("input_pipeline", pipeline, 120 * slow))
   return steps
 
 
