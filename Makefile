@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng libespeak-ng1
 BROWSER_PACKAGES := chromium chromium-driver
 PORT ?= 7860
 
-.PHONY: setup system-deps browser-deps demo app test clean
+.PHONY: setup system-deps browser-deps demo app test clean accelerator-wheels
 
 # espeak-ng synthesises the MemFace synthetic speech; installed when missing and we may use apt.
 system-deps:
@@ -46,6 +46,12 @@ app: setup
 
 test: setup browser-deps
 	$(PY) -m pytest -q tests
+
+# Wheels experiments/accelerator_check.py installs on a GPU/TPU image that lacks them (grain, ml_collections,
+# ...; ~6 MB per Python version (the H200 image has 3.12), not committed: the device run carries it).
+ACCEL_PYTHONS ?= 3.12
+accelerator-wheels: setup
+	for v in $(ACCEL_PYTHONS); do $(PY) experiments/accelerator_check.py --download_wheels $$v || exit 1; done
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -10,6 +10,8 @@ Variants (`configs/mcnet.py:NAME`):
   baseline  the paper's ablation baseline: the same model without memory units
             python -m talkingmem.main --config=configs/mcnet.py:baseline --workdir=workdirs/baseline
   tiny      test-sized model and data (64x64, few channels, a few steps)
+  fixture   the paper's 256x256 layout with the official fixtures' small widths (kp/dense motion/generator
+            8..64 channels, memory 16x16x16): what experiments/benchmark_vs_official.py runs on a CPU
 Any field can be overridden, e.g. --config.model.num_kp=10 --config.data.root=/data/vox.
 """
 from __future__ import annotations
@@ -28,8 +30,8 @@ def _data(root: str, image_size: int, batch_size: int) -> ml_collections.ConfigD
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "paper"
-  if variant not in ("paper", "baseline", "demo", "tiny"):
-    raise ValueError(f"unknown variant {variant!r}; choose paper, demo, baseline or tiny")
+  if variant not in ("paper", "baseline", "demo", "tiny", "fixture"):
+    raise ValueError(f"unknown variant {variant!r}; choose paper, demo, baseline, tiny or fixture")
   c = ml_collections.ConfigDict()
   c.task = "mcnet"
   c.seed = 0
@@ -52,6 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=2e-4, b1=0.5, b2=0.999, lr_decay=0.1, decay_at=(0.8,), clip_norm=10.0))
   c.eval = ml_collections.ConfigDict(dict(num_videos=None))
+  if variant == "fixture":  # /work/shared/fixtures/mcnet_official/config.json's model_params
+    for part in (c.model.kp_detector, c.model.dense_motion, c.model.generator):
+      part.update(block_expansion=8, max_features=64)
+    c.model.memory.update(memory_channels=16, memory_size=16)
   if variant in ("demo", "tiny"):
     c.model = tiny_model_config(64)
     c.data = _data("workdirs/data/synthetic_demo64", 64, 8)

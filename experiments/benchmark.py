@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from talkingmem import sharding, train
+from talkingmem import benchmarking, sharding, train
 from talkingmem.mcnet.model import MCNet
 from talkingmem.task import get_task
 
@@ -29,31 +29,6 @@ flags.DEFINE_integer("repeats", 5, "Timed repetitions (median reported).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 flags.DEFINE_list("what", ["train", "inference"], "Measurements to run.")
 flags.DEFINE_string("tag", "", "Free-form label added to every JSON line.")
-
-
-def _timed(fn, *args, repeats: int):
-  out = jax.block_until_ready(fn(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return out, float(np.median(times))
-
-
-def _compile(fn, *args) -> tuple[float, float]:
-  """(compile seconds, XLA-counted FLOPs) of one call."""
-  t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  seconds = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return seconds, float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-
-def _peak_memory() -> float | None:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get("peak_bytes_in_use")
 
 
 def main(argv):
@@ -79,18 +54,18 @@ def main(argv):
     state = jax.jit(lambda b: train.create_train_state(task, tx, jax.random.PRNGKey(0), b),
                     out_shardings=repl)(gbatch)
     step = jax.jit(train.make_train_step(task, tx, schedule, jax.random.PRNGKey(1)), donate_argnums=(0,))
-    compile_s, flops = _compile(step, state, gbatch)
+    _, compile_s, flops, _ = benchmarking.compile_with_cost(step, state, gbatch)
     holder = [state]
 
     def run(b):
       holder[0], metrics = step(holder[0], b)
       return metrics["loss"]
 
-    _, step_s = _timed(run, gbatch, repeats=FLAGS.repeats)
+    _, _, step_s = benchmarking.timed(run, gbatch, repeats=FLAGS.repeats)
     print(json.dumps(base | {"what": "train_step", "compile_s": round(compile_s, 2),
                              "step_s": round(step_s, 4), "samples_per_s": round(FLAGS.batch / step_s, 2),
                              "gflops_per_sample": round(flops / FLAGS.batch / 1e9, 2),
-                             "peak_bytes": _peak_memory()}), flush=True)
+                             "peak_bytes": benchmarking.device_memory()[0]}), flush=True)
   if "inference" in FLAGS.what:
     model = task.model
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), gbatch["source"][:1], gbatch["driving"][:1])
@@ -105,12 +80,12 @@ def main(argv):
       kp_d = model.apply(v, driving, method=MCNet.detect)
       return model.apply(v, source, kp_s, kp_d, method=MCNet.generate)["prediction"]
 
-    compile_s, flops = _compile(animate, variables, src, src)
-    _, step_s = _timed(animate, variables, src, src, repeats=FLAGS.repeats)
+    _, compile_s, flops, _ = benchmarking.compile_with_cost(animate, variables, src, src)
+    _, _, step_s = benchmarking.timed(animate, variables, src, src, repeats=FLAGS.repeats)
     print(json.dumps(base | {"what": "inference", "compile_s": round(compile_s, 2),
                              "step_s": round(step_s, 4), "frames_per_s": round(FLAGS.batch / step_s, 2),
                              "gflops_per_frame": round(flops / FLAGS.batch / 1e9, 2),
-                             "peak_bytes": _peak_memory()}), flush=True)
+                             "peak_bytes": benchmarking.device_memory()[0]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,34 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers
+from absl import logging
+
+
+class JsonlOnly:
+  """Stands in for the TensorBoard writer where TensorFlow is missing (metrics.jsonl still written)."""
+
+  def write_scalars(self, step: int, values: Mapping[str, Any]) -> None:
+    del step, values
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    del step, images
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def tensorboard_writer(workdir: str | pathlib.Path, is_main: bool):
+  """CLU's writer; CLU writes TensorBoard files through TensorFlow, which GPU images often lack."""
+  try:
+    from clu import metric_writers
+  except ImportError as e:
+    logging.warning("No TensorBoard summaries (%s): install tensorflow-cpu for them; "
+                    "metrics.jsonl is written all the same.", e)
+    return JsonlOnly()
+  return metric_writers.create_default_writer(str(workdir), just_logging=not is_main, asynchronous=True)
 
 
 class Writer:
@@ -16,8 +43,7 @@ class Writer:
 
   def __init__(self, workdir: str | pathlib.Path):
     self.is_main = jax.process_index() == 0
-    self.tb = metric_writers.create_default_writer(str(workdir), just_logging=not self.is_main,
-                                                   asynchronous=True)
+    self.tb = tensorboard_writer(workdir, self.is_main)
     self.jsonl = pathlib.Path(workdir) / "metrics.jsonl" if self.is_main else None
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:

@@ -31,11 +31,9 @@ import grain
 import numpy as np
 
 from data_pipelines import grain_utils
-from data_pipelines import tfds_utils
 from data_pipelines.fomm import augmentation
 from data_pipelines.fomm import layout as fomm_layout
 from data_pipelines.fomm import pairs as pair_source
-from data_pipelines.fomm import tfds_store
 from data_pipelines.fomm.layout import VideoEntry
 from data_pipelines.fomm.pairs import VideoStore
 
@@ -105,6 +103,9 @@ def make_store(config: Any) -> VideoStore:
     return fomm_layout.FommVideoIndex(cfg.root, image_size=cfg.image_size,
                                       decoded_cache_mb=cfg.decoded_cache_mb)
   if cfg.format == "tfds":
+    # Imported here: TensorFlow Datasets is needed only for this format (not on every GPU image).
+    from data_pipelines import tfds_utils
+    from data_pipelines.fomm import tfds_store
     builder_dir = tfds_utils.find_builder_dir(cfg.root, cfg.dataset)
     return tfds_store.TfdsVideoStore(builder_dir, image_size=cfg.image_size)
   raise ValueError(f"format must be 'folders' or 'tfds', got {cfg.format!r}")

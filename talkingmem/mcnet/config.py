@@ -19,11 +19,17 @@ def model_config(image_size: int = 256) -> ml_collections.ConfigDict:
   m.dense_motion = ml_collections.ConfigDict(dict(
       block_expansion=64, max_features=1024, num_blocks=5, scale_factor=down_scale, kp_variance=0.01))
   m.generator = ml_collections.ConfigDict(dict(
-      block_expansion=64, max_features=512, num_down_blocks=3, estimate_occlusion_map=True))
+      block_expansion=64, max_features=512, num_down_blocks=3, estimate_occlusion_map=True,
+      # jax.checkpoint on 'memory' (the unit's calls) and/or 'decoder' (res + up blocks), e.g.
+      # remat="memory,decoder"; remat_policy 'nothing' (recompute all) or 'dots' (keep matmul outputs).
+      remat="", remat_policy="nothing"))
   m.use_memory = True
   m.memory = ml_collections.ConfigDict(dict(
       memory_channels=512, memory_size=32, style_dim=512, style_hidden=128, num_kernels=4,
-      kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None))
+      kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None,
+      # 'flash': query chunks of attention_chunk (default 1024) with a custom VJP that keeps no
+      # (B, HW, S²) probabilities for the backward; same values (tests/test_nn_attention.py).
+      attention_impl="plain"))
   m.conv_method = "auto"  # per-sample convs: auto (im2col on CPU, grouped elsewhere), grouped, vmap, im2col
   return m
 

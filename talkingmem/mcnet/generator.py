@@ -33,6 +33,25 @@ def memory_levels(num_down_blocks: int) -> list[int]:
   return list(range(num_down_blocks, 0, -1))
 
 
+REMAT_PARTS = ("memory", "decoder")
+# jax.checkpoint policies: what the backward may keep from the forward of a rematerialised part.
+REMAT_POLICIES = {"nothing": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def rematerialised(module_class, parts: str, part: str, policy: str, static_argnums: tuple[int, ...]):
+  """module_class under jax.checkpoint when `part` is in the comma list `parts` (activation memory for
+  compute: the part's forward runs again in the backward). Parameter names do not change."""
+  chosen = [p for p in parts.split(",") if p]
+  unknown = [p for p in chosen if p not in REMAT_PARTS]
+  if unknown or policy not in REMAT_POLICIES:
+    raise ValueError(f"generator.remat={parts!r} / remat_policy={policy!r}: parts are a comma list of "
+                     f"{REMAT_PARTS}, policies one of {tuple(REMAT_POLICIES)}")
+  if part not in chosen:
+    return module_class
+  return nn.remat(module_class, static_argnums=static_argnums, policy=REMAT_POLICIES[policy])
+
+
 class Generator(nn.Module):
   """Returns the prediction (B, H, W, 3) and the intermediate outputs the losses and tools need."""
   num_kp: int
@@ -44,6 +63,8 @@ class Generator(nn.Module):
   use_memory: bool = True
   memory: dict | None = None
   conv_method: str = DEFAULT_METHOD
+  remat: str = ""  # comma list of REMAT_PARTS run under jax.checkpoint
+  remat_policy: str = "nothing"
 
   @nn.compact
   def __call__(self, source: jax.Array, kp_driving: dict, kp_source: dict, train: bool = False,
@@ -52,8 +73,12 @@ class Generator(nn.Module):
     enc = encoder_channels(self.block_expansion, self.max_features, self.num_down_blocks)
     levels = memory_levels(self.num_down_blocks)
     unit = None
+    # Static arguments (indices count the module as 0): the memory level, and BatchNorm's `train`.
+    memory_class = rematerialised(MemoryUnit, self.remat, "memory", self.remat_policy, (3,))
+    res_block = rematerialised(ResBlock2d, self.remat, "decoder", self.remat_policy, (2,))
+    up_block = rematerialised(UpBlock2d, self.remat, "decoder", self.remat_policy, (2,))
     if self.use_memory:
-      unit = MemoryUnit(tuple((lvl, enc[lvl]) for lvl in levels), conv_method=self.conv_method,
+      unit = memory_class(tuple((lvl, enc[lvl]) for lvl in levels), conv_method=self.conv_method,
                         name="memory_unit", **(self.memory or {}))
     noises = self._noise_per_call(noise, source.shape[0], len(levels))
 
@@ -82,10 +107,10 @@ class Generator(nn.Module):
       out["memory"].append(dict(internals, output=x))
     for i, (_, features) in enumerate(decoder_channels(enc)):
       ch = x.shape[-1]
-      x = ResBlock2d(ch, name=f"resblock_{2 * i}")(x, train)
-      x = ResBlock2d(ch, name=f"resblock_{2 * i + 1}")(x, train)
+      x = res_block(ch, name=f"resblock_{2 * i}")(x, train)
+      x = res_block(ch, name=f"resblock_{2 * i + 1}")(x, train)
       out["decoder_stages"].append(x)
-      x = UpBlock2d(features, name=f"up_blocks_{i}")(x, train)
+      x = up_block(features, name=f"up_blocks_{i}")(x, train)
       out["decoder_stages"].append(x)
       skip = warp(maps[-(i + 2)])
       out["warped"].append(skip)

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from talkingmem.nn.attention import memory_cross_attention
+from talkingmem.nn.attention import flash_memory_cross_attention, memory_cross_attention
 from talkingmem.nn.blocks import InstanceNorm, conv, torch_default_init
 from talkingmem.nn.dynamic_conv import DynamicConv
 from talkingmem.nn.modulated_conv import StyleConv
@@ -42,6 +42,7 @@ class MemoryUnit(nn.Module):
   kernel_temperature: float = 34.0
   attention_scale: float = 0.25
   attention_chunk: int | None = None
+  attention_impl: str = "plain"  # 'plain' or 'flash' (nn/attention.py: custom VJP, no score matrix kept)
   conv_method: str = DEFAULT_METHOD
 
   @nn.compact
@@ -68,7 +69,13 @@ class MemoryUnit(nn.Module):
                                        conv_method=self.conv_method, name="conv_kv")(memory, feat)
     key, value = jnp.split(nn.relu(kv), 2, axis=-1)
     query = nn.relu(conv(c, 1, name="query_conv")(feat))
-    residual = memory_cross_attention(query, key, value, self.attention_scale, self.attention_chunk)
+    if self.attention_impl == "flash":
+      residual = flash_memory_cross_attention(query, key, value, self.attention_scale,
+                                              self.attention_chunk or 1024)
+    elif self.attention_impl == "plain":
+      residual = memory_cross_attention(query, key, value, self.attention_scale, self.attention_chunk)
+    else:
+      raise ValueError(f"memory.attention_impl must be 'plain' or 'flash', got {self.attention_impl!r}")
     out = feat + nn.relu(conv(c, 1, name="diff_conv")(feat - residual))
     half = level_channels[level] // 2
     out = nn.relu(InstanceNorm(half, name=f"out_norm_{level}")(conv(half, 3, 1, name=f"out_conv_{level}")(out)))
