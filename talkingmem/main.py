@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 from absl import app, flags
 import jax
 from ml_collections import config_flags
+
+from data_pipelines.user_errors import UserInputError, one_line, run_cli
 
 # Mode -> module with define_flags() and run(config); imported only when chosen.
 MODES = {
@@ -48,10 +51,52 @@ def define_common_flags(mode: str) -> None:
   flags.DEFINE_enum("mode", mode, list(MODES), "What to run; `--mode=M --help` lists M's flags.")
 
 
+def flag_error_text(error: BaseException) -> str:
+  """One line from a flag error: ml_collections nests the KeyError of a typo in an AttributeError and
+  pastes whole tracebacks into config-file errors; the user needs the first and the last line."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if any(line.startswith("Traceback") for line in lines):
+    last = lines[-1].split(": ", 1)[-1] if lines[-1].split(":")[0].endswith(("Error", "Exception")) else lines[-1]
+    lines = [lines[0].rstrip(":"), last]
+  return one_line("\n".join(lines))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with every flag error (a --config override typo, a config file that does not
+  load, a wrong value type: raised by ml_collections while parsing) turned into a UserInputError."""
+  try:
+    return flags.FLAGS(argv)
+  except UserInputError:
+    raise
+  except flags.Error as e:
+    raise UserInputError(f"{flag_error_text(e)} (see --helpshort)") from e
+  except (KeyError, AttributeError, TypeError, ValueError) as e:
+    raise UserInputError(f"bad --config.* override: {flag_error_text(e)}") from e
+
+
+def loaded_config() -> Any:
+  """FLAGS.config; ml_collections reports a config file that failed to load only on first use."""
+  config = flags.FLAGS.config
+  if config is not None:
+    try:
+      config.get("task")
+    except OSError as e:
+      raise UserInputError(f"--config={flags.FLAGS['config'].config_filename}: cannot load it "
+                           f"({flag_error_text(e).split('; ')[-1]})") from e
+  return config
+
+
 def main() -> None:
+  run_cli(dispatch)
+
+
+def dispatch() -> None:
   mode = chosen_mode(sys.argv[1:])
   if mode not in MODES:
-    sys.exit(f"error: unknown --mode={mode}; choose from {', '.join(MODES)}")
+    raise UserInputError(f"unknown --mode={mode}; choose from {', '.join(MODES)}")
   command = importlib.import_module(MODES[mode])
   define_common_flags(mode)
   command.define_flags()
@@ -59,11 +104,11 @@ def main() -> None:
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    command.run(flags.FLAGS.config)
+      raise UserInputError(f"unexpected arguments {argv[1:]}; flags are written --name=value")
+    command.run(loaded_config())
 
   jax.config.config_with_absl()
-  app.run(run)
+  app.run(run, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

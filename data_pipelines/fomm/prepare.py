@@ -13,13 +13,15 @@ import argparse
 import contextlib
 import json
 import logging
+import pathlib
 import sys
 
 from data_pipelines.fomm import tfds_builders
+from data_pipelines.user_errors import ArgumentParser, UserInputError, check_writable, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--dataset", required=True, choices=sorted(tfds_builders.BUILDERS))
   parser.add_argument("--source", required=True, help="FOMM-layout root folder")
   parser.add_argument("--out", required=True, help="TFDS data_dir to write into")
@@ -27,7 +29,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--image_size", type=int, default=None,
                       help="resize frames to this square size (default: keep)")
   parser.add_argument("--jpeg_quality", type=int, default=95)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  check_args(args)
+  return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+  """Every argument before any work: sizes, quality, the source folder and a writable --out."""
+  if args.image_size is not None and args.image_size < 8:
+    raise UserInputError(f"--image_size={args.image_size} must be >= 8 (or left out to keep the frames' size)")
+  if not 1 <= args.jpeg_quality <= 100:
+    raise UserInputError(f"--jpeg_quality={args.jpeg_quality} must be within 1..100")
+  if not pathlib.Path(args.source).is_dir():
+    raise UserInputError(f"--source={args.source} is not a folder; give the FOMM-layout dataset root")
+  check_writable(args.out, "--out")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

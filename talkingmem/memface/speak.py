@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from data_pipelines.user_errors import UserInputError
 from data_pipelines import video_io
 
 from data_pipelines.speech import renderer_inputs
@@ -61,7 +62,7 @@ SAMPLE_RATE = 16000
 STATS_FILE = "feature_stats.npz"
 
 
-class SpeakInputError(ValueError):
+class SpeakInputError(UserInputError):
   """An input `speak` cannot use; the message names it and what to do."""
 
 
@@ -242,7 +243,7 @@ def load_stage1(workdir: str | pathlib.Path, step: int | None = None) -> Stage1:
 def _load(workdir: pathlib.Path, step: int | None, task: str, flag: str):
   try:
     variables, config, step = checkpointing.load_variables(workdir, step)
-  except FileNotFoundError as e:
+  except UserInputError as e:  # No workdir, no or damaged checkpoints: say which flag.
     raise SpeakInputError(f"{flag}: {e}") from e
   if config.get("task") != task:
     raise SpeakInputError(f"{flag}={workdir} is a {config.get('task')!r} run, expected {task!r}")

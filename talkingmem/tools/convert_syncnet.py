@@ -14,6 +14,7 @@ import numpy as np
 from talkingmem.metrics import sync
 from talkingmem.metrics.syncnet_weights import flat_variables, read_state_dict
 from talkingmem.tools import converter_cli
+from data_pipelines.user_errors import run_cli
 
 
 def convert(input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:
@@ -31,4 +32,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)
