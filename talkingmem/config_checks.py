@@ -40,7 +40,7 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str, bool], ...] = (
     ("data.eval_chunk_size", _whole(1), "an integer >= 1", False),
     ("data.num_repeats", _whole(1), "an integer >= 1", False),
     ("data.worker_count", _whole(0), "an integer >= 0", False),
-    ("data.read_threads", _whole(1), "an integer >= 1", False),
+    ("data.read_threads", _whole(0), "an integer >= 0", False),
     ("data.decoded_cache_mb", lambda v: isinstance(v, numbers.Real) and v >= 0, "a number >= 0", False),
     ("data.test_fraction", _fraction, "a number in [0, 1)", False),
     ("data.root", lambda v: isinstance(v, str) and bool(v), "a folder path", False),

@@ -15,9 +15,9 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from data_pipelines.user_errors import UserInputError, existing_file
 from talkingmem.mcnet.config import model_config
 from talkingmem.nn.antialias import gaussian_kernel
-from data_pipelines.user_errors import UserInputError, existing_file
 
 Array = np.ndarray
 MODULES = ("kp_detector", "generator")

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from talkingmem.metrics import syncnet_weights
 from data_pipelines.user_errors import UserInputError
+from talkingmem.metrics import syncnet_weights
 
 SAMPLE_RATE = 16000
 FPS = 25

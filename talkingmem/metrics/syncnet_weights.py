@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from talkingmem import torch_io
 from data_pipelines.user_errors import UserInputError
+from talkingmem import torch_io
 
 
 _PREFIXES = ("module.", "__S__.")

@@ -11,10 +11,10 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from talkingmem.metrics import sync
 from talkingmem.metrics.syncnet_weights import flat_variables, read_state_dict
 from talkingmem.tools import converter_cli
-from data_pipelines.user_errors import run_cli
 
 
 def convert(input_path: str | os.PathLike, output_path: str | os.PathLike) -> int:

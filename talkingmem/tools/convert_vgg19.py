@@ -12,9 +12,9 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from talkingmem.nn import vgg
 from talkingmem.tools import converter_cli
-from data_pipelines.user_errors import run_cli
 
 
 

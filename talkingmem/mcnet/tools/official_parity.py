@@ -19,7 +19,7 @@ import pathlib
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np

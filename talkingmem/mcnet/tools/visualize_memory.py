@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError, check_output, run_absl
 from talkingmem.mcnet import animate
 from talkingmem.mcnet.model import MCNet
-from data_pipelines.user_errors import UserInputError, check_output, run_absl
 
 LABEL_HEIGHT = 20
 PANEL_GAP = 8
