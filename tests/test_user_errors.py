@@ -423,9 +423,36 @@ def test_export_into_a_non_empty_folder(tmp_path):
     (["--jpeg_quality=0"], "--jpeg_quality=0 must be within 1..100"),
     (["--source=/nonexistent"], "--source=/nonexistent is not a folder"),
     (["--dataset=nope"], "invalid choice: 'nope'"),
+    ([], "--source=.* is empty"),
 ])
 def test_prepare_arguments(tmp_path, args, match):
   from data_pipelines.fomm import prepare  # pylint: disable=g-import-not-at-top
-  base = {"--dataset": "voxceleb", "--source": str(tmp_path), "--out": str(tmp_path / "out")}
+  (tmp_path / "src").mkdir()
+  base = {"--dataset": "voxceleb", "--source": str(tmp_path / "src"), "--out": str(tmp_path / "out")}
   base.update(dict(a.split("=", 1) for a in args))
   refused(match, prepare.parse_args, [f"{k}={v}" for k, v in base.items()])
+
+
+def test_prepare_corrupt_only_source_leaves_no_output(tmp_path):
+  from data_pipelines.fomm import prepare  # pylint: disable=g-import-not-at-top
+  (tmp_path / "src" / "train").mkdir(parents=True)
+  (tmp_path / "src" / "train" / "a.mp4").write_bytes(np.random.default_rng(0).bytes(500))
+  before = snapshot(tmp_path)
+  refused(r"src holds no usable videos \(1 unusable", prepare.main,
+          ["--dataset=voxceleb", f"--source={tmp_path / 'src'}", f"--out={tmp_path / 'out'}"])
+  assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case,match", [
+    ("audio", r"--audio=.*nope.wav does not exist"),
+    ("memory", r"--memory=.* is a folder"),
+    ("output", r"--output must be an .mp4"),
+])
+def test_speak_inputs_before_models(tmp_path, case, match):
+  from talkingmem.memface import speak  # pylint: disable=g-import-not-at-top
+  audio = tmp_path / ("nope.wav" if case == "audio" else "a.wav")
+  if case != "audio":
+    audio.write_bytes(b"RIFF")
+  output = tmp_path / ("o.avi" if case == "output" else "o.mp4")
+  refused(match, speak.speak, tmp_path / "no_a2e", tmp_path / "no_renderer", audio, tmp_path, output,
+          memory_path=tmp_path if case == "memory" else None)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import pathlib
+import shutil
 import sys
 
 from data_pipelines.fomm import tfds_builders
@@ -40,8 +41,12 @@ def check_args(args: argparse.Namespace) -> None:
     raise UserInputError(f"--image_size={args.image_size} must be >= 8 (or left out to keep the frames' size)")
   if not 1 <= args.jpeg_quality <= 100:
     raise UserInputError(f"--jpeg_quality={args.jpeg_quality} must be within 1..100")
-  if not pathlib.Path(args.source).is_dir():
+  source = pathlib.Path(args.source)
+  if not source.is_dir():
     raise UserInputError(f"--source={args.source} is not a folder; give the FOMM-layout dataset root")
+  if not any(p for p in source.iterdir() if not p.name.startswith(".")):
+    raise UserInputError(f"--source={args.source} is empty; give the FOMM-layout dataset root "
+                         "(train/ and test/ folders of videos)")
   check_writable(args.out, "--out")
 
 
@@ -49,10 +54,16 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
   logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
   # TFDS prints progress to stdout; keep stdout for the JSON result alone.
-  with contextlib.redirect_stdout(sys.stderr):
-    result = tfds_builders.build(
-        args.dataset, args.source, args.out, encoding=args.encoding,
-        image_size=args.image_size, jpeg_quality=args.jpeg_quality)
+  created = not pathlib.Path(args.out).exists()
+  try:  # TFDS renames a split into place only when complete; a failed first build leaves no --out.
+    with contextlib.redirect_stdout(sys.stderr):
+      result = tfds_builders.build(
+          args.dataset, args.source, args.out, encoding=args.encoding,
+          image_size=args.image_size, jpeg_quality=args.jpeg_quality)
+  except BaseException:
+    if created:
+      shutil.rmtree(args.out, ignore_errors=True)
+    raise
   print(json.dumps(result, sort_keys=True), flush=True)
   return 0
 

@@ -72,7 +72,7 @@ from data_pipelines.speech import face_fitting
 from data_pipelines import face_tracking
 from data_pipelines import video_io
 from data_pipelines.synthetic.engine import face_model as face_model_lib
-from data_pipelines.user_errors import ArgumentParser, UserInputError, run_cli
+from data_pipelines.user_errors import ArgumentParser, UserInputError, check_writable, run_cli
 from data_pipelines import audio as audio_lib
 
 FPS = 25  # MemFace's audio features are aligned 2:1 to 25 fps video.
@@ -274,6 +274,9 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
   if args.size % 2 or args.size < 64:
     raise PrepareError(f"--size {args.size}: must be even and at least 64.")
   info = check_input(video, args.min_seconds)
+  if out.resolve() == video.resolve():
+    raise PrepareError(f"--out={out} is the input video; give a new folder for the prepared speaker.")
+  check_writable(out.parent, "--out", out)
   model, model_name = _load_face_model(args.face_model)
   track_config = face_tracking.TrackConfig(size=args.size, crop_scale=args.crop_scale,
                                            max_gap=args.max_gap)
