@@ -10,7 +10,8 @@ import pathlib
 from absl import flags
 import ml_collections
 
-from data_pipelines.user_errors import UserInputError, check_output, existing_file
+from data_pipelines.fomm import pipelines
+from data_pipelines.user_errors import UserInputError, check_output
 from talkingmem.config_checks import validate_config
 
 from talkingmem.mcnet.model_flags import define_model_flags
@@ -43,8 +44,8 @@ def run(config: ml_collections.ConfigDict | None) -> None:
     raise UserInputError(f"--max_videos={FLAGS.max_videos} must be >= 1 (or left out for all videos)")
   if FLAGS.data_root and not pathlib.Path(FLAGS.data_root).is_dir():
     raise UserInputError(f"--data_root={FLAGS.data_root} is not a folder; give the dataset root")
-  if FLAGS.pairs:
-    existing_file(FLAGS.pairs, "--pairs")
+  if FLAGS.pairs:  # Its lines now; the videos it names once the data root is known.
+    pipelines.read_pair_csv(FLAGS.pairs)
   if FLAGS.eval_dir:
     check_output(FLAGS.eval_dir, "--eval_dir", (FLAGS.workdir, FLAGS.data_root, FLAGS.pairs), folder_ok=True)
   loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
