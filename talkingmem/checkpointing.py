@@ -89,18 +89,22 @@ def check_resume(workdir: str | pathlib.Path, config: ml_collections.ConfigDict)
 
   A workdir without checkpoints (new, or left by a run that failed before its first save) is fresh:
   any config is accepted there. Otherwise a difference outside SAFE_RESUME_OVERRIDES is refused with
-  a UserInputError naming the differing fields.
+  a UserInputError naming the differing fields (fields new to the code since that run are accepted).
   """
   path = pathlib.Path(workdir) / "config.json"
   if pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
     raise UserInputError(f"--workdir={workdir} is a file, not a folder; give a folder for the run")
+  if not path.exists() and pathlib.Path(workdir).is_dir() and any(pathlib.Path(workdir).iterdir()):
+    raise UserInputError(f"--workdir={workdir} holds other files and no config.json, so it is not a "
+                         "training run's folder; give a new or empty folder (nothing in it was changed)")
   if not path.exists() or not saved_steps(workdir):
     return []
   old = _flat(json.loads(path.read_text()))
   new = _flat(json.loads(config.to_json_best_effort()))
   missing = "(unset)"
   differ = sorted(k for k in old.keys() | new.keys() if old.get(k, missing) != new.get(k, missing))
-  unsafe = [k for k in differ if k not in SAFE_RESUME_OVERRIDES]
+  # Fields the saved config lacks are settings added to the code since that run: their defaults apply.
+  unsafe = [k for k in differ if k not in SAFE_RESUME_OVERRIDES and k in old]
   if unsafe:
     shown = ", ".join(f"{k}: {old.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in unsafe[:8])
     more = f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else ""

@@ -153,7 +153,9 @@ def test_resume_allows_the_safe_overrides(tmp_path, tiny_config):
   workdir = _trained_workdir(tmp_path / "w", tiny_config)
   tiny_config.train.num_steps = 40
   tiny_config.data.read_threads = 4
-  assert checkpointing.check_resume(workdir, tiny_config) == ["data.read_threads", "train.num_steps"]
+  tiny_config.train.new_setting = 1  # added to the code after the run: its default applies
+  assert checkpointing.check_resume(workdir, tiny_config) == ["data.read_threads", "train.new_setting",
+                                                              "train.num_steps"]
 
 
 def test_a_workdir_without_checkpoints_is_fresh(tmp_path, tiny_config):
@@ -166,10 +168,14 @@ def test_a_workdir_without_checkpoints_is_fresh(tmp_path, tiny_config):
   assert checkpointing.check_resume(workdir, tiny_config) == []
 
 
-def test_workdir_that_is_a_file(tmp_path, tiny_config):
+def test_workdir_that_is_a_file_or_someone_elses_folder(tmp_path, tiny_config):
   from talkingmem import checkpointing  # pylint: disable=g-import-not-at-top
   (tmp_path / "w").write_text("x")
   refused("is a file, not a folder", checkpointing.check_resume, tmp_path / "w", tiny_config)
+  (tmp_path / "photos").mkdir()
+  (tmp_path / "photos" / "me.png").write_bytes(b"png")
+  refused("holds other files and no config.json", checkpointing.check_resume, tmp_path / "photos",
+          tiny_config)
 
 
 # --------------------------------------------------------------------------------------------------
