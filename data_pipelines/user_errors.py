@@ -25,6 +25,20 @@ def one_line(message: object) -> str:
   return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
 
 
+def error_text(error: BaseException) -> str:
+  """One line from an exception: nested first arguments unwrapped (ml_collections wraps the KeyError of
+  a config typo in an AttributeError), and of a message that pastes a whole traceback (config-file
+  errors) only its first line and the last one's message."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if any(line.startswith("Traceback") for line in lines):
+    kind, _, message = lines[-1].partition(": ")
+    lines = [lines[0].rstrip(":"), message if kind.endswith(("Error", "Exception")) else lines[-1]]
+  return one_line("\n".join(lines))
+
+
 def exit_with(message: object) -> None:
   """Prints `error: <message>` as one line on stderr and exits with EXIT_CODE."""
   print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
@@ -45,7 +59,7 @@ def parse_absl_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    raise UserInputError(f"{one_line(e)} (see --helpshort)") from e
+    raise UserInputError(f"{error_text(e)} (see --helpshort)") from e
 
 
 def run_absl(main: Callable[[list[str]], Any]) -> None:

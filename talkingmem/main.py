@@ -20,7 +20,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from data_pipelines.user_errors import UserInputError, one_line, run_cli
+from data_pipelines.user_errors import UserInputError, error_text, parse_absl_flags, run_cli
 
 # Mode -> module with define_flags() and run(config); imported only when chosen.
 MODES = {
@@ -51,30 +51,15 @@ def define_common_flags(mode: str) -> None:
   flags.DEFINE_enum("mode", mode, list(MODES), "What to run; `--mode=M --help` lists M's flags.")
 
 
-def flag_error_text(error: BaseException) -> str:
-  """One line from a flag error: ml_collections nests the KeyError of a typo in an AttributeError and
-  pastes whole tracebacks into config-file errors; the user needs the first and the last line."""
-  while error.args and isinstance(error.args[0], BaseException):
-    error = error.args[0]
-  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  lines = [line.strip() for line in text.splitlines() if line.strip()]
-  if any(line.startswith("Traceback") for line in lines):
-    last = lines[-1].split(": ", 1)[-1] if lines[-1].split(":")[0].endswith(("Error", "Exception")) else lines[-1]
-    lines = [lines[0].rstrip(":"), last]
-  return one_line("\n".join(lines))
-
-
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parsing, with every flag error (a --config override typo, a config file that does not
-  load, a wrong value type: raised by ml_collections while parsing) turned into a UserInputError."""
+  """absl's parsing as in every tool, plus the errors ml_collections raises while parsing a --config.*
+  override (a typo: KeyError with its "did you mean" hint; a wrong value: TypeError, ValueError)."""
   try:
-    return flags.FLAGS(argv)
+    return parse_absl_flags(argv)
   except UserInputError:
     raise
-  except flags.Error as e:
-    raise UserInputError(f"{flag_error_text(e)} (see --helpshort)") from e
   except (KeyError, AttributeError, TypeError, ValueError) as e:
-    raise UserInputError(f"bad --config.* override: {flag_error_text(e)}") from e
+    raise UserInputError(f"bad --config.* override: {error_text(e)}") from e
 
 
 def loaded_config() -> Any:
@@ -85,7 +70,7 @@ def loaded_config() -> Any:
       config.get("task")
     except OSError as e:
       raise UserInputError(f"--config={flags.FLAGS['config'].config_filename}: cannot load it "
-                           f"({flag_error_text(e).split('; ')[-1]})") from e
+                           f"({error_text(e).split('; ')[-1]})") from e
   return config
 
 
