@@ -167,7 +167,8 @@ def load_variables(workdir: str | pathlib.Path, step: int | None = None) -> tupl
                                   options=ocp.CheckpointManagerOptions(read_only=True))
   steps = saved_steps(workdir)
   if not steps:
-    raise UserInputError(f"no checkpoint in {checkpoint_dir(workdir)}; train first, or give another --workdir")
+    raise UserInputError(f"no checkpoint in {checkpoint_dir(workdir)}; train first, or give another "
+                         "--workdir")
   step = steps[-1] if step is None else step
   if step not in steps:
     raise UserInputError(f"--step={step}: no such checkpoint in {workdir}; its steps are "

@@ -67,7 +67,8 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
   return node
 
 
-def validate_config(config: ml_collections.ConfigDict | None, mode: str = "train") -> ml_collections.ConfigDict:
+def validate_config(config: ml_collections.ConfigDict | None, mode: str = "train"
+                    ) -> ml_collections.ConfigDict:
   """`config` if every checked field is valid; otherwise a UserInputError naming every bad field."""
   if config is None:
     raise UserInputError(f"--mode={mode} needs --config=configs/<task>.py[:variant]")
@@ -79,7 +80,8 @@ def validate_config(config: ml_collections.ConfigDict | None, mode: str = "train
     if not test(value):
       problems.append(f"--config.{dotted}={value!r} must be {wanted}")
   train = config.get("train")
-  if train is not None and "num_steps" in train and not train.get("num_steps") and not train.get("num_epochs"):
+  no_length = train is not None and not train.get("num_steps") and not train.get("num_epochs")
+  if no_length and "num_steps" in train:
     problems.append("set --config.train.num_steps or --config.train.num_epochs")
   if problems:
     raise UserInputError("invalid config: " + "; ".join(problems))

@@ -207,7 +207,8 @@ def check_export_args(out_dir: str | pathlib.Path, formats: Sequence[str],
   """Formats, platforms and a new (or empty), writable export folder, before anything is built."""
   unknown = set(formats) - set(FORMATS)
   if unknown or not formats:
-    raise UserInputError(f"unknown export formats {sorted(unknown)}; choose from {FORMATS} (--export_formats)")
+    raise UserInputError(f"unknown export formats {sorted(unknown)}; choose from {FORMATS} "
+                         "(--export_formats)")
   bad = sorted(set(platforms or ()) - set(PLATFORMS))
   if bad or (platforms is not None and not platforms):
     raise UserInputError(f"--export_platforms: unknown platform(s) {bad}; choose from {', '.join(PLATFORMS)}")

@@ -8,10 +8,19 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from data_pipelines import video_io
+from data_pipelines.user_errors import UserInputError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def refused(match: str, call, *args, **kwargs) -> str:
+  """Calls `call(*args, **kwargs)`, asserting a UserInputError whose message matches; returns it."""
+  with pytest.raises(UserInputError, match=match) as err:
+    call(*args, **kwargs)
+  return str(err.value)
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, bytes]:

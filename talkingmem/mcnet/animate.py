@@ -499,6 +499,7 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
   # write_video pads or cuts the audio to the video's length.
   video_io.write_video(output_path, frames, driving.fps, audio_path=driving_path if audio else None)
   return {"output": str(output_path), "frames": num, "fps": driving.fps, "size": size,
-          "reference_frame": reference, "source_face": "largest" if options.face_index is None else options.face_index, "audio": audio, "relative": options.relative,
+          "reference_frame": reference, "audio": audio, "relative": options.relative,
           "adapt_scale": options.adapt_scale, "crop": options.crop, "driving_faces": driving.face_frames,
-          "checkpoint": loaded.describe()}
+          "checkpoint": loaded.describe(),
+          "source_face": "largest" if options.face_index is None else options.face_index}
