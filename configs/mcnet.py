@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from data_pipelines.user_errors import UserInputError
+
 from talkingmem.mcnet.config import model_config, tiny_model_config
 
 
@@ -31,7 +33,8 @@ def _data(root: str, image_size: int, batch_size: int) -> ml_collections.ConfigD
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "paper"
   if variant not in ("paper", "baseline", "demo", "tiny", "fixture"):
-    raise ValueError(f"unknown variant {variant!r}; choose paper, demo, baseline, tiny or fixture")
+    raise UserInputError(f"unknown variant {variant!r} in configs/mcnet.py:{variant}; choose paper, demo, "
+                         "baseline, tiny or fixture")
   c = ml_collections.ConfigDict()
   c.task = "mcnet"
   c.seed = 0
@@ -39,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.use_memory = variant != "baseline"
   c.data = _data("data/voxceleb", 256, 64)
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=None, num_epochs=100, compute_dtype="float32", log_every=100, eval_every=5000,
+      # A typed placeholder (None = train num_epochs), so that --config.train.num_steps=N overrides it.
+      num_steps=ml_collections.config_dict.placeholder(int), num_epochs=100, compute_dtype="float32", log_every=100, eval_every=5000,
       image_every=1000, checkpoint_every=2000, keep_checkpoints=3, keep_period=20000,
       eval_batches=50, async_checkpoints=True, num_devices=None, final_outputs=True, video_every=5000))
   c.loss = ml_collections.ConfigDict(dict(

@@ -83,9 +83,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
   return inter / union if union > 0 else 0.0
 
 
-def detect_face(frame: np.ndarray, config: TrackConfig = TrackConfig(),
-                previous: np.ndarray | None = None) -> np.ndarray | None:
-  """(4,) box of the tracked face in `frame` (RGB uint8), or None."""
+def detect_faces(frame: np.ndarray, config: TrackConfig = TrackConfig()) -> np.ndarray:
+  """(N, 4) boxes of every face dlib finds in `frame` (RGB uint8), left to right; (0, 4) if none."""
   h, w = frame.shape[:2]
   scale = config.detect_side / min(h, w)
   small = frame if abs(scale - 1) < 1e-3 else cv2.resize(
@@ -93,17 +92,29 @@ def detect_face(frame: np.ndarray, config: TrackConfig = TrackConfig(),
       interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
   sx, sy = small.shape[1] / w, small.shape[0] / h
   rects = _detector()(small, 0) or _detector()(small, 1)
-  if not rects:
-    return None
   boxes = np.array([[(r.left() + 0.5) / sx - 0.5, (r.top() + 0.5) / sy - 0.5,
                      (r.right() + 0.5) / sx - 0.5, (r.bottom() + 0.5) / sy - 0.5]
-                    for r in rects], np.float64)
+                    for r in rects], np.float64).reshape(-1, 4)
+  return boxes[np.argsort(boxes[:, 0], kind="stable")]
+
+
+def largest_face(boxes: np.ndarray) -> int:
+  """Index of the largest of (N >= 1, 4) boxes."""
+  return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+
+
+def detect_face(frame: np.ndarray, config: TrackConfig = TrackConfig(),
+                previous: np.ndarray | None = None) -> np.ndarray | None:
+  """(4,) box of the tracked face in `frame` (RGB uint8): the one overlapping `previous` most, else
+  the largest; None if there is none."""
+  boxes = detect_faces(frame, config)
+  if not len(boxes):
+    return None
   if previous is not None and len(boxes) > 1:
     overlaps = [_iou(b, previous) for b in boxes]
     if max(overlaps) > 0:
       return boxes[int(np.argmax(overlaps))]
-  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return boxes[int(np.argmax(areas))]
+  return boxes[largest_face(boxes)]
 
 
 def detect_boxes(frames: Iterable[np.ndarray], config: TrackConfig = TrackConfig(),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from data_pipelines.user_errors import UserInputError
+
 
 def parse_variant(arg: str | None, bases: Sequence[str], ablations: Mapping[str, object],
                   default: str = "paper") -> tuple[str, str | None]:
@@ -13,6 +15,6 @@ def parse_variant(arg: str | None, bases: Sequence[str], ablations: Mapping[str,
   base, rest = parts[0], parts[1:]
   if base not in bases or any(a not in ablations for a in rest) or len(rest) > 1:
     example = f"{bases[min(1, len(bases) - 1)]},{next(iter(ablations))}" if ablations else bases[0]
-    raise ValueError(f"unknown variant {arg!r}; choose a base of {tuple(bases)}, optionally followed "
+    raise UserInputError(f"unknown variant {arg!r}; choose a base of {tuple(bases)}, optionally followed "
                      f"by one of {tuple(ablations)} (e.g. '{example}')")
   return base, (rest[0] if rest else None)

@@ -30,6 +30,7 @@ import importlib
 import importlib.util
 import json
 import pathlib
+import shutil
 from typing import Any, Callable, Sequence
 
 from absl import logging
@@ -39,10 +40,13 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict
 
+from data_pipelines import video_io
+from data_pipelines.user_errors import UserInputError, check_output
 from talkingmem import exported as exported_lib
 from talkingmem.exported import load_exported  # noqa: F401  (re-exported for convenience)
 
 FORMATS = ("stablehlo", "savedmodel")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 BATCH = "b"
 
 
@@ -88,10 +92,10 @@ def build_artefacts(source: Source) -> list[Artefact]:
   if task in EXPORT_MODULES:
     importlib.import_module(EXPORT_MODULES[task])  # Registers its builders.
   if task not in _BUILDERS:
-    raise ValueError(f"no export for task {task!r}; exportable tasks: {sorted(_BUILDERS)}")
+    raise UserInputError(f"no export for task {task!r}; exportable tasks: {sorted(_BUILDERS)}")
   built = [a for a in (builder(source) for builder in _BUILDERS[task]) if a is not None]
   if not built:
-    raise ValueError(f"{source.origin}: nothing to export (its checkpoint lacks every exported module)")
+    raise UserInputError(f"{source.origin}: nothing to export (its checkpoint lacks every exported module)")
   return built
 
 
@@ -185,11 +189,34 @@ def export(source: Source, out_dir: str | pathlib.Path, formats: Sequence[str] =
 
   `platforms` (e.g. ('cpu', 'cuda', 'tpu')) lowers for several platforms at once; default: this one.
   """
+  out_dir = check_export_args(out_dir, formats, platforms)
+  final_dir, out_dir = out_dir, out_dir.with_name(f".{out_dir.name}.exporting")
+  if out_dir.exists():
+    shutil.rmtree(out_dir)  # Left by an interrupted export.
+  out_dir.mkdir(parents=True)
+  try:
+    manifest = _export_into(source, out_dir, formats, platforms)
+    video_io.replace_path(out_dir, final_dir)  # Whole, or not at all.
+  finally:
+    shutil.rmtree(out_dir, ignore_errors=True)
+  return manifest
+
+
+def check_export_args(out_dir: str | pathlib.Path, formats: Sequence[str],
+                      platforms: Sequence[str] | None) -> pathlib.Path:
+  """Formats, platforms and a new (or empty), writable export folder, before anything is built."""
   unknown = set(formats) - set(FORMATS)
   if unknown or not formats:
-    raise ValueError(f"unknown export formats {sorted(unknown)}; choose from {FORMATS}")
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+    raise UserInputError(f"unknown export formats {sorted(unknown)}; choose from {FORMATS} "
+                         "(--export_formats)")
+  bad = sorted(set(platforms or ()) - set(PLATFORMS))
+  if bad or (platforms is not None and not platforms):
+    raise UserInputError(f"--export_platforms: unknown platform(s) {bad}; choose from {', '.join(PLATFORMS)}")
+  return check_output(out_dir, "--export_dir", folder_ok=True)
+
+
+def _export_into(source: Source, out_dir: pathlib.Path, formats: Sequence[str],
+                 platforms: Sequence[str] | None) -> dict:
   with_tf = "savedmodel" in formats and tensorflow_available()
   if "savedmodel" in formats and not with_tf:
     logging.warning("TensorFlow is not installed: skipping the SavedModel export "

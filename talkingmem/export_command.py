@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 import ml_collections
+
+from data_pipelines.user_errors import UserInputError
 
 FLAGS = flags.FLAGS
 
@@ -28,11 +29,9 @@ def run(config: ml_collections.ConfigDict | None) -> None:
   del config  # The workdir's own config is exported.
   from talkingmem import export  # pylint: disable=g-import-not-at-top  (Orbax, TensorFlow)
   if not FLAGS.workdir or not FLAGS.export_dir:
-    raise app.UsageError("--mode=export needs --workdir and --export_dir")
-  try:
-    manifest = export.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.export_formats, FLAGS.step,
-                                     FLAGS.export_platforms,
-                                     options={"relative": FLAGS.relative, "adapt_scale": FLAGS.adapt_scale})
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+    raise UserInputError("--mode=export needs --workdir and --export_dir")
+  export.check_export_args(FLAGS.export_dir, FLAGS.export_formats, FLAGS.export_platforms)  # Before loading.
+  manifest = export.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.export_formats, FLAGS.step,
+                                   FLAGS.export_platforms,
+                                   options={"relative": FLAGS.relative, "adapt_scale": FLAGS.adapt_scale})
   print(json.dumps({k: manifest[k] for k in ("task", "source", "options", "artefacts")}, indent=1))

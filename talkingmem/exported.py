@@ -19,11 +19,13 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
+
 MANIFEST = "manifest.json"
 FORMAT = "talkingmem-export/1"
 
 
-class ExportedInputError(ValueError):
+class ExportedInputError(UserInputError):
   """Inputs that do not match an artefact's manifest; the message says which and what it expects."""
 
 

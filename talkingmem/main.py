@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 from absl import app, flags
 import jax
 from ml_collections import config_flags
 
+from data_pipelines.user_errors import UserInputError, error_text, parse_absl_flags, run_cli
 from talkingmem import console
 
 # Mode -> module with define_flags() and run(config); imported only when chosen.
@@ -53,10 +55,37 @@ def define_common_flags(mode: str) -> None:
   flags.DEFINE_enum("mode", mode, list(MODES), "What to run; `--mode=M --help` lists M's flags.")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing as in every tool, plus the errors ml_collections raises while parsing a --config.*
+  override (a typo: KeyError with its "did you mean" hint; a wrong value: TypeError, ValueError)."""
+  try:
+    return parse_absl_flags(argv)
+  except UserInputError:
+    raise
+  except (KeyError, AttributeError, TypeError, ValueError) as e:
+    raise UserInputError(f"bad --config.* override: {error_text(e)}") from e
+
+
+def loaded_config() -> Any:
+  """FLAGS.config; ml_collections reports a config file that failed to load only on first use."""
+  config = flags.FLAGS.config
+  if config is not None:
+    try:
+      config.get("task")
+    except OSError as e:
+      raise UserInputError(f"--config={flags.FLAGS['config'].config_filename}: cannot load it "
+                           f"({error_text(e).split('; ')[-1]})") from e
+  return config
+
+
 def main() -> None:
+  run_cli(dispatch)
+
+
+def dispatch() -> None:
   mode = chosen_mode(sys.argv[1:])
   if mode not in MODES:
-    sys.exit(f"error: unknown --mode={mode}; choose from {', '.join(MODES)}")
+    raise UserInputError(f"unknown --mode={mode}; choose from {', '.join(MODES)}")
   console.quiet_native_logs(sys.argv[1:])
   command = importlib.import_module(MODES[mode])
   define_common_flags(mode)
@@ -65,12 +94,12 @@ def main() -> None:
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      raise UserInputError(f"unexpected arguments {argv[1:]}; flags are written --name=value")
     console.route_logs(flags.FLAGS.workdir, mode)  # library INFO logs to a file; --verbosity=1 keeps them
-    command.run(flags.FLAGS.config)
+    command.run(loaded_config())
 
   jax.config.config_with_absl()
-  app.run(run)
+  app.run(run, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from data_pipelines.user_errors import UserInputError
+
 Batch = Mapping[str, Any]
 Variables = dict[str, Any]  # {'params': ..., other collections (e.g. 'batch_stats')}
 
@@ -118,6 +120,6 @@ def valid_weighted_means(per_example: Iterable[dict[str, Any]]) -> tuple[dict[st
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
   if config.task not in TASKS:
-    raise ValueError(f"unknown task {config.task!r}; known: {sorted(TASKS)}")
+    raise UserInputError(f"unknown --config.task={config.task!r}; choose one of {sorted(TASKS)}")
   module, cls = TASKS[config.task].split(":")
   return getattr(importlib.import_module(module), cls)(config)

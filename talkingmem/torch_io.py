@@ -20,6 +20,8 @@ from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
+
 try:
   from numpy._core import multiarray as _multiarray
 except ImportError:  # NumPy < 2.
@@ -36,7 +38,7 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _BF16 = "bfloat16"
 
 
-class TorchFileError(ValueError):
+class TorchFileError(UserInputError):
   """The file is not a readable PyTorch checkpoint."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from talkingmem import checkpointing, console, sharding, summaries
+from talkingmem.config_checks import validate_config
 from talkingmem.task import Task, get_task, valid_weighted_means
 
 
@@ -144,7 +145,11 @@ class _Preemption:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains config.task for config.train.num_steps steps in workdir, resuming if it has checkpoints."""
+  validate_config(config)
   workdir = pathlib.Path(workdir)
+  changed = checkpointing.check_resume(workdir, config)  # Before anything in workdir is written.
+  if changed:
+    logging.info("Resuming with changed settings: %s", ", ".join(changed))
   workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     checkpointing.save_config(workdir, config)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import ml_collections
+
+from data_pipelines.user_errors import UserInputError
+from talkingmem.config_checks import validate_config
 
 FLAGS = flags.FLAGS
 
@@ -27,10 +30,9 @@ def initialize_multihost() -> None:
 
 
 def run(config: ml_collections.ConfigDict | None) -> None:
-  if config is None:
-    raise app.UsageError("--mode=train needs --config")
+  validate_config(config, "train")
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required for training")
+    raise UserInputError("--mode=train needs --workdir=<folder for checkpoints and summaries>")
   if FLAGS.multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     initialize_multihost()
   from talkingmem import train  # pylint: disable=g-import-not-at-top  (the data and checkpoint stacks)

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from data_pipelines.user_errors import UserInputError
+
 from talkingmem.mcnet import animate
 from talkingmem.mcnet import official
 from talkingmem.mcnet.model import MCNet
@@ -82,7 +84,7 @@ def test_imported_workdir_equals_direct_checkpoint_load(imported_workdir, pth_ch
 
 
 def test_refuses_to_overwrite_checkpoints(imported_workdir, pth_checkpoint):
-  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+  with pytest.raises(UserInputError, match="folder that is not empty"):
     import_official.import_checkpoint(pth_checkpoint, imported_workdir)
 
 

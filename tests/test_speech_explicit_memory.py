@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.speech import explicit_memory as em
+from data_pipelines.user_errors import UserInputError
 from talkingmem.memface.renderer import read_memory
 
 
@@ -70,7 +71,7 @@ def test_build_save_load(tmp_path):
     em.load_explicit_memory(path, key_dim=90)
   with pytest.raises(ValueError, match="patches are 8 px"):
     em.load_explicit_memory(path, patch_size=16)
-  with pytest.raises(FileNotFoundError, match="no explicit memory"):
+  with pytest.raises(UserInputError, match="no explicit memory"):
     em.load_explicit_memory(tmp_path / "missing.npz")
   with pytest.raises(ValueError, match="mouth_boxes must be"):
     em.build_explicit_memory(vertices, frames, boxes[:3])

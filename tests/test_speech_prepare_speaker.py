@@ -19,6 +19,7 @@ from scipy.io import wavfile
 
 from data_pipelines.speech import prepare_speaker
 from data_pipelines import video_io
+from data_pipelines.user_errors import run_cli
 from synthetic_speech import speech_track  # tests/ is on sys.path under pytest.
 
 NUM_FRAMES = 260
@@ -124,8 +125,13 @@ def test_summary_counts(prepared):
 
 
 def _refused(argv: list[str], capsys) -> str:
-  assert prepare_speaker.main(argv) == 2
-  return capsys.readouterr().err
+  """The command line's refusal: one `error:` line on stderr, exit code 2."""
+  with pytest.raises(SystemExit) as exit_:
+    run_cli(lambda: prepare_speaker.main(argv))
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1
+  return err
 
 
 def test_refuses_video_without_audio(videos, tmp_path, capsys):

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from data_pipelines.user_errors import UserInputError
 from data_pipelines import grain_utils
 from data_pipelines import video_io
 
@@ -224,12 +225,18 @@ class FommVideoIndex(VideoIndexBase):
     """
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
-      raise FileNotFoundError(f"dataset root {self.root} is not a folder")
+      what = "is a file" if self.root.exists() else "does not exist"
+      raise UserInputError(f"dataset root {self.root} {what}; give a folder of videos "
+                           "(--config.data.root or --data_root)")
     self._num_frames: dict[str, int] = {}
     self._cache_limit = int(decoded_cache_mb * 2**20)
     super().__init__(self.root, image_size)
     self._list(test_fraction, split_seed, num_threads)
     self._report_skipped()
+    if not any(self._videos.values()):
+      skipped = f" ({len(self.skipped)} unusable: {self.skip_summary()})" if self.skipped else ""
+      raise UserInputError(f"dataset root {self.root} holds no usable videos{skipped}; give a folder of "
+                           ".mp4/.gif files or frames folders (flat, or in train/ and test/)")
 
   # --------------------------------------------------------------------------
   # Listing.

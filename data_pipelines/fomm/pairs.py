@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
 from data_pipelines import video_io
 from data_pipelines.fomm import augmentation
 from data_pipelines.fomm.layout import VideoEntry
@@ -67,7 +68,8 @@ class TrainPairSource:
     self._augment = augment
     videos = store.videos(split)
     if not videos:
-      raise ValueError(f"no usable {split!r} videos in {store!r}")
+      raise UserInputError(f"no usable {split!r} videos in {store!r}; put videos in its {split}/ folder "
+                           "(or use a flat folder, split at random)")
     groups: dict[str, list[VideoEntry]] = {}
     for video in videos:
       key = video.identity if id_sampling else f"{video.identity}/{video.name}"

@@ -24,12 +24,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import pathlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import grain
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
 from data_pipelines import grain_utils
 from data_pipelines.fomm import augmentation
 from data_pipelines.fomm import layout as fomm_layout
@@ -228,25 +230,47 @@ class PairSpec(NamedTuple):
 _CSV_COLUMNS = PairSpec._fields
 
 
-def read_pair_csv(path: str | os.PathLike) -> list[PairSpec]:
+def read_pair_csv(path: str | os.PathLike, store: VideoStore | None = None,
+                  split: str = "test") -> list[PairSpec]:
   """Rows `source_video,source_frame,driving_video,driving_frame`.
 
-  A header row with those column names (any order) is optional.
+  A header row with those column names (any order) is optional. With a `store`, every video must be in
+  its `split` and every frame in range. Any problem is a UserInputError naming the file and line.
   """
-  with open(path, newline="") as f:
-    rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise UserInputError(f"--pairs={path} {'is a folder' if path.is_dir() else 'does not exist'}; give "
+                         "a CSV file of source_video,source_frame,driving_video,driving_frame rows")
+  try:
+    with open(path, newline="") as f:
+      rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
+  except (UnicodeDecodeError, csv.Error) as e:
+    raise UserInputError(f"--pairs={path} is not a readable CSV text file ({e})") from e
   if not rows:
-    return []
-  header = [c.strip() for c in rows[0]]
+    raise UserInputError(f"--pairs={path} holds no pairs; write one "
+                         "source_video,source_frame,driving_video,driving_frame row per pair")
+  header = [c.strip() for c in rows[0][1]]
   has_header = set(_CSV_COLUMNS) <= set(header)
   order = [header.index(c) for c in _CSV_COLUMNS] if has_header else [0, 1, 2, 3]
   pairs = []
-  for line, row in enumerate(rows[has_header:], start=1 + has_header):
+  for line, row in rows[has_header:]:
     try:
       sv, sf, dv, df = (row[i].strip() for i in order)
-      pairs.append(PairSpec(sv, int(sf), dv, int(df)))
+      spec = PairSpec(sv, int(sf), dv, int(df))
     except (IndexError, ValueError) as e:
-      raise ValueError(f"{path}:{line}: bad pair row {row!r}") from e
+      raise UserInputError(f"--pairs={path} line {line}: {','.join(row)!r} is not "
+                           "source_video,source_frame,driving_video,driving_frame (names, whole numbers)") from e
+    if store is not None:
+      for name, frame in ((spec.source_video, spec.source_frame), (spec.driving_video, spec.driving_frame)):
+        try:
+          count = store.num_frames(store.find(name, split))
+        except KeyError as e:
+          raise UserInputError(f"--pairs={path} line {line}: no video {name!r} in the {split!r} split of "
+                               "the data root; check the name") from e
+        if not 0 <= frame < count:
+          raise UserInputError(f"--pairs={path} line {line}: frame {frame} of {name!r} is outside its "
+                               f"{count} frames")
+    pairs.append(spec)
   return pairs
 
 
@@ -279,7 +303,7 @@ def pair_list_dataset(config: Any, csv_path: str | os.PathLike, *,
   cfg = as_data_config(config)
   index, count = grain_utils.resolve_process(process_index, process_count)
   store = make_store(cfg) if store is None else store
-  specs = read_pair_csv(csv_path)[index::count]
+  specs = read_pair_csv(csv_path, store, split or cfg.eval_split)[index::count]
   ds = grain.MapDataset.source(specs).map(_PairFromSpec(store, split or cfg.eval_split))
   ds = ds.batch(cfg.eval_batch_size, drop_remainder=False)
   return _to_iter(ds, cfg, buffer=2)

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from data_pipelines.speech import renderer_inputs
+from data_pipelines.user_errors import UserInputError
 
 ARRAYS = ("keys", "values", "frame_ids", "valid", "key_mean", "key_scale")
 
@@ -110,11 +112,11 @@ def build_explicit_memory(mouth_vertices: np.ndarray, frames: Any, mouth_boxes: 
 def check_memory(memory: Mapping[str, np.ndarray], source: str = "memory", *,
                  size: int | None = None, key_dim: int | None = None,
                  patch_size: int | None = None) -> None:
-  """Raises ValueError naming the problem if arrays are missing or shapes disagree (with each other
+  """Raises UserInputError naming the problem if arrays are missing or shapes disagree (with each other
   or with the expected N / key dimension / patch size)."""
   missing = [k for k in ARRAYS if k not in memory]
   if missing:
-    raise ValueError(f"{source}: missing arrays {missing}; rebuild it with "
+    raise UserInputError(f"{source}: missing arrays {missing}; rebuild it with "
                      "data_pipelines.speech.explicit_memory.build_explicit_memory")
   keys, values = np.asarray(memory["keys"]), np.asarray(memory["values"])
   n = len(keys)
@@ -137,7 +139,7 @@ def check_memory(memory: Mapping[str, np.ndarray], source: str = "memory", *,
     problems.append(f"patches are {values.shape[1]} px, the model expects {patch_size} "
                     "(config model.patch_size)")
   if problems:
-    raise ValueError(f"{source}: " + "; ".join(problems))
+    raise UserInputError(f"{source}: " + "; ".join(problems))
 
 
 def save_explicit_memory(path: str | os.PathLike, memory: Mapping[str, np.ndarray],
@@ -160,12 +162,16 @@ def load_explicit_memory(path: str | os.PathLike, *, size: int | None = None,
   expected N / key dimension / patch size when given (ValueError saying what differs)."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{path}: no explicit memory there; build one with "
-                            "build_explicit_memory + save_explicit_memory (or let the renderer "
-                            "task build it from the speaker's training frames)")
-  with np.load(path, allow_pickle=False) as data:
-    memory: dict[str, Any] = {k: data[k] for k in data.files if k != "meta"}
-    meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    raise UserInputError(f"{path}: no explicit memory there; build one with "
+                         "build_explicit_memory + save_explicit_memory (or let the renderer "
+                         "task build it from the speaker's training frames)")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      memory: dict[str, Any] = {k: data[k] for k in data.files if k != "meta"}
+      meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not an .npz, truncated, pickled
+    raise UserInputError(f"{path} is not a readable explicit-memory .npz ({type(e).__name__}: {e}); "
+                         "give the file save_explicit_memory wrote") from e
   check_memory(memory, str(path), size=size, key_dim=key_dim, patch_size=patch_size)
   memory["meta"] = meta
   return memory

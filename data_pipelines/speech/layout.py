@@ -54,6 +54,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
+
 FPS = 25
 SAMPLE_RATE = 16000
 COEFFS = "coeffs.npz"
@@ -70,7 +72,7 @@ FEATURE_FILES = {"deepspeech": "deepspeech.npy", "hubert": "hubert.npy", "wav2ve
 PathLike = str | os.PathLike
 
 
-class SpeechLayoutError(ValueError):
+class SpeechLayoutError(UserInputError):
   """A clip or dataset does not follow the layout; the message names the file."""
 
   def __init__(self, path: PathLike, problem: str):

@@ -72,6 +72,7 @@ from data_pipelines.speech import face_fitting
 from data_pipelines import face_tracking
 from data_pipelines import video_io
 from data_pipelines.synthetic.engine import face_model as face_model_lib
+from data_pipelines.user_errors import ArgumentParser, UserInputError, check_writable, run_cli
 from data_pipelines import audio as audio_lib
 
 FPS = 25  # MemFace's audio features are aligned 2:1 to 25 fps video.
@@ -82,7 +83,7 @@ MOUTH_MASK_GROW = 0.25  # Mask hull grown by this fraction around its centre.
 MAX_PREVIEW_TRIANGLES = 8000
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserInputError):
   """A refusal with a message naming the input and what to do about it."""
 
 
@@ -273,6 +274,9 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
   if args.size % 2 or args.size < 64:
     raise PrepareError(f"--size {args.size}: must be even and at least 64.")
   info = check_input(video, args.min_seconds)
+  if out.resolve() == video.resolve():
+    raise PrepareError(f"--out={out} is the input video; give a new folder for the prepared speaker.")
+  check_writable(out.parent, "--out", out)
   model, model_name = _load_face_model(args.face_model)
   track_config = face_tracking.TrackConfig(size=args.size, crop_scale=args.crop_scale,
                                            max_gap=args.max_gap)
@@ -476,7 +480,7 @@ def _write_preview(work, model, fit, landmarks, fit_lm, crop_focal, crop_princip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--video", required=True, help="talking video with its audio track")
   parser.add_argument("--out", required=True, help="output folder (the layout above)")
   parser.add_argument("--face_model", default=None,
@@ -510,15 +514,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = parse_args(argv)
-  try:
-    summary = prepare(args)
-  except PrepareError as e:
-    print(f"prepare_speaker: error: {e}", file=sys.stderr)
-    return 2
+  summary = prepare(parse_args(argv))
   print(json.dumps(summary), flush=True)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_cli(main))

@@ -9,19 +9,33 @@ the returned dataset_info summary:
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import json
+import pathlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
+
+from data_pipelines.user_errors import ArgumentParser, UserInputError, check_output
 
 
 class Option(NamedTuple):
   """One generator option: `--name` for the generator function's keyword `name`."""
   kind: Any  # int, float, str, bool (an on/off flag) or a tuple of choices.
   help: str | None = None
+
+
+def check_args(out: str, args: Mapping[str, Any], options: Mapping[str, Option]) -> None:
+  """Before generating: no negative counts or sizes, and --out a new or empty folder or an earlier
+  generation (never a folder of other files)."""
+  for name, option in options.items():
+    if option.kind in (int, float) and args[name] is not None and args[name] < 0:
+      raise UserInputError(f"--{name}={args[name]} must not be negative")
+  if args.get("workers") is not None and args["workers"] < 1:
+    raise UserInputError(f"--workers={args['workers']} must be >= 1")
+  if not (pathlib.Path(out) / "dataset_info.json").exists():
+    check_output(out, "--out", folder_ok=True)
 
 
 def main(argv: Sequence[str] | None, *, module: str, function: str, description: str,
@@ -38,7 +52,7 @@ def main(argv: Sequence[str] | None, *, module: str, function: str, description:
   """
   generate = getattr(importlib.import_module(module), function)
   defaults = inspect.signature(generate).parameters
-  parser = argparse.ArgumentParser(description=description)
+  parser = ArgumentParser(description=description)
   parser.add_argument("--out", required=True, help="output directory")
   for name, option in options.items():
     flag, default = f"--{name}", defaults[name].default
@@ -51,6 +65,7 @@ def main(argv: Sequence[str] | None, *, module: str, function: str, description:
   parser.add_argument("--workers", type=int, default=None, help="default: all CPUs")
   args = vars(parser.parse_args(argv))
   out = args.pop("out")
+  check_args(out, args, options)
   info = generate(out, **args)
   print(json.dumps({**{k: info[k] for k in summary_keys}, "out": str(out)}))
   sys.stdout.flush()

@@ -59,6 +59,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from data_pipelines import video_io
 from data_pipelines.speech import layout as speech_layout
 from data_pipelines.synthetic import clip_latent as clip_latent_lib
@@ -438,4 +439,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

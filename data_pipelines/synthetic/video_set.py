@@ -25,6 +25,7 @@ import time
 import cv2
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from data_pipelines import video_io
 from data_pipelines.synthetic.engine import appearance as appearance_lib
 from data_pipelines.synthetic.engine import face_model as face_model_lib
@@ -230,4 +231,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

@@ -31,6 +31,7 @@ from flax.traverse_util import flatten_dict
 import tqdm
 
 from data_pipelines import face_tracking, video_io
+from data_pipelines.user_errors import UserInputError, check_output, existing_file
 from talkingmem.mcnet import paste_back
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import normalize_kp
@@ -39,7 +40,7 @@ MODULES = ("kp_detector", "generator")
 DEFAULT_FPS = 25.0
 
 
-class AnimationInputError(ValueError):
+class AnimationInputError(UserInputError):
   """An input the animation cannot use; the message names the input and why."""
 
 
@@ -47,7 +48,7 @@ class NoFaceError(AnimationInputError):
   """dlib found no face where one is needed."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserInputError):
   """Checkpoint variables that do not fit the model its config describes."""
 
 
@@ -127,7 +128,8 @@ def load_model(workdir: str | pathlib.Path | None = None, checkpoint: str | path
     return LoadedModel(model, jax.tree.map(jnp.asarray, variables), config, None, None, "official",
                        str(path))
   if not workdir:
-    raise ValueError("give a training --workdir (our checkpoints) or an official --checkpoint")
+    raise UserInputError("no model given: pass a training --workdir (our checkpoints) or an official "
+                         "--checkpoint=vox.pth.tar")
   from talkingmem import checkpointing  # pylint: disable=g-import-not-at-top  (pulls in Orbax)
   variables, config, step = checkpointing.load_variables(workdir, step)
   model = MCNet(config.model)
@@ -201,12 +203,28 @@ def to_float_rgb(image: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(x, np.float32)
 
 
+def check_decodes(path: pathlib.Path) -> None:
+  """Refuses a file PIL recognises but cannot decode whole (a truncated JPEG, which OpenCV would fill
+  with libjpeg's grey); formats PIL does not know are left to OpenCV."""
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as pil:
+      pil.load()
+  except UnidentifiedImageError:
+    return
+  except (OSError, SyntaxError, ValueError) as e:
+    raise AnimationInputError(f"source image {path} is damaged ({e}); give an intact image file") from e
+
+
 def read_image(path: str | pathlib.Path) -> np.ndarray:
-  """An image file as (H, W, 3) float32 RGB in [0, 1] (see `to_float_rgb`)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise AnimationInputError(f"source image {path} does not exist")
+  """An image file as (H, W, 3) float32 RGB in [0, 1] (see `to_float_rgb`); damaged files and
+  non-finite (NaN/Inf) pixels are refused."""
+  path = existing_file(path, "--source")
+  check_decodes(path)
   img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+  if img is not None and not np.isfinite(img).all():
+    raise AnimationInputError(f"source image {path} has NaN or infinite pixel values; save it with finite "
+                              "values (e.g. as an 8-bit PNG)")
   if img is not None:
     if img.ndim == 3 and img.shape[-1] == 3:
       img = img[..., ::-1]
@@ -242,23 +260,36 @@ def track_config(size: int, **overrides: Any) -> face_tracking.TrackConfig:
   return face_tracking.TrackConfig(size=size, **overrides)
 
 
+def choose_face(boxes: np.ndarray, face_index: int | None, name: str) -> np.ndarray:
+  """The box of face `face_index` (faces counted left to right from 0), or the largest; says which."""
+  if not len(boxes):
+    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
+  if face_index is not None and not 0 <= face_index < len(boxes):
+    raise AnimationInputError(f"--face_index={face_index}, but {name} has {len(boxes)} face(s) "
+                              f"(0 to {len(boxes) - 1}, left to right)")
+  chosen = face_tracking.largest_face(boxes) if face_index is None else face_index
+  if len(boxes) > 1:
+    logging.warning("%s has %d faces; animating face %d (left to right from 0%s); choose another with "
+                    "--face_index", name, len(boxes), chosen, ", the largest" if face_index is None else "")
+  return boxes[chosen]
+
+
 def source_crop_box(image: np.ndarray, size: int, config: face_tracking.TrackConfig | None = None,
-                    name: str = "the source image") -> np.ndarray:
+                    name: str = "the source image", face_index: int | None = None) -> np.ndarray:
   """The square face crop box (left, top, right, bottom) of the source photo, in its pixels."""
   config = config or track_config(size)
-  box = face_tracking.detect_face(to_uint8(image), config)
-  if box is None:
-    raise NoFaceError(f"no face found in {name}; pass --no_crop to use the whole image")
+  box = choose_face(face_tracking.detect_faces(to_uint8(image), config), face_index, name)
   return face_tracking.plan_track(box[None], config).crop_boxes[0]
 
 
 def prepare_source(image: np.ndarray, size: int, crop: bool = True,
-                   config: face_tracking.TrackConfig | None = None, name: str = "the source image"
-                   ) -> np.ndarray:
-  """The model-size (size, size, 3) float source: a face crop, or a centred square with crop=False."""
+                   config: face_tracking.TrackConfig | None = None, name: str = "the source image",
+                   face_index: int | None = None) -> np.ndarray:
+  """The model-size (size, size, 3) float source: a face crop (the largest face, or face `face_index`
+  left to right), or a centred square with crop=False."""
   if not crop:
     return square_resize(image, size)
-  return face_tracking.crop_frame(image, source_crop_box(image, size, config, name), size)
+  return face_tracking.crop_frame(image, source_crop_box(image, size, config, name, face_index), size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,6 +454,9 @@ def animate_frames(model: MCNet, variables, source: np.ndarray, driving: np.ndar
   return np.concatenate(out)
 
 
+OUTPUT_SUFFIXES = (".mp4", ".gif", "")  # "" is a folder of PNG frames
+
+
 @dataclasses.dataclass(frozen=True)
 class AnimateOptions:
   """How to animate; see the module docstring."""
@@ -433,20 +467,40 @@ class AnimateOptions:
   find_best_frame: bool = False  # pick the reference by landmarks (needs a face in the source)
   side_by_side: bool = False  # source | driving | result
   batch_size: int = 16
+  face_index: int | None = None  # which source face, left to right (None: the largest)
   progress: bool = True
   paste_back: bool = True  # with crop: the animated face warped back into the full photo
   max_size: int | None = 1024  # longest side of the pasted-back output (None: the photo's)
 
 
+def check_animation_args(source_path: str | pathlib.Path, driving_path: str | pathlib.Path,
+                         output_path: str | pathlib.Path, options: AnimateOptions,
+                         other_inputs: Sequence[str | pathlib.Path | None] = ()) -> None:
+  """Every argument checked before any work (or model loading): the inputs exist, the options fit, and
+  the output is a new .mp4/.gif/folder path, not an input or a non-empty folder, in a writable place."""
+  existing_file(source_path, "--source")
+  if not pathlib.Path(driving_path).exists():
+    raise AnimationInputError(f"--driving={driving_path} does not exist; give a video file, gif or frames "
+                              "folder")
+  if options.best_frame is not None and options.find_best_frame:
+    raise AnimationInputError("give --best_frame or --find_best_frame, not both")
+  for flag, value in (("--best_frame", options.best_frame), ("--face_index", options.face_index)):
+    if value is not None and value < 0:
+      raise AnimationInputError(f"{flag}={value} must be >= 0")
+  if options.batch_size < 1:
+    raise AnimationInputError(f"--batch_size={options.batch_size} must be >= 1")
+  check_output(output_path, "--output", (source_path, driving_path, *other_inputs), OUTPUT_SUFFIXES,
+               folder_ok=True)
+
+
 def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: str | pathlib.Path,
             output_path: str | pathlib.Path, options: AnimateOptions = AnimateOptions()) -> dict[str, Any]:
   """Writes the animation to `output_path` (.mp4 with the driving audio, .gif, or a frames folder)."""
-  if options.best_frame is not None and options.find_best_frame:
-    raise AnimationInputError("give --best_frame or --find_best_frame, not both")
+  check_animation_args(source_path, driving_path, output_path, options)
   size = loaded.image_size
   photo = read_image(source_path)
   name = f"the source image {source_path}"
-  crop_box = source_crop_box(photo, size, name=name) if options.crop else None
+  crop_box = source_crop_box(photo, size, name=name, face_index=options.face_index) if options.crop else None
   source = face_tracking.crop_frame(photo, crop_box, size) if options.crop else square_resize(photo, size)
   driving = read_driving(driving_path, size, options.crop, progress=options.progress)
   num = len(driving.frames)
@@ -479,4 +533,5 @@ def animate(loaded: LoadedModel, source_path: str | pathlib.Path, driving_path: 
           "reference_frame": reference, "audio": audio, "relative": options.relative,
           "adapt_scale": options.adapt_scale, "crop": options.crop, "driving_faces": driving.face_frames,
           "paste_back": pasted, "output_size": list(frames.shape[1:3]),
-          "checkpoint": loaded.describe()}
+          "checkpoint": loaded.describe(),
+          "source_face": "largest" if options.face_index is None else options.face_index}

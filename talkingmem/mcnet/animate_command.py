@@ -2,15 +2,16 @@
 
   python -m talkingmem.main --mode=animate --workdir=W|--checkpoint=vox.pth.tar --source=img.png \
       --driving=video.mp4 --output=out.mp4 [--no_crop] [--norelative] [--adapt_scale] \
-      [--best_frame=N | --find_best_frame] [--side_by_side] [--nopaste_back] [--max_size=1024]
+      [--best_frame=N | --find_best_frame] [--side_by_side] [--nopaste_back] [--max_size=1024] [--face_index=N]
 """
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 import ml_collections
+
+from data_pipelines.user_errors import UserInputError
 
 from talkingmem.mcnet.model_flags import define_model_flags
 
@@ -32,6 +33,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("paste_back", True, "With cropping: the animated face pasted back into the whole "
                     "photo (feathered), at the photo's size bounded by --max_size; --nopaste_back: the crop.")
   flags.DEFINE_integer("max_size", 1024, "Longest side of the pasted-back output, in pixels (0: the photo's).")
+  flags.DEFINE_integer("face_index", None, "Which face of the source to animate, counted left to right "
+                       "from 0 (default: the largest).")
 
 
 def run(config: ml_collections.ConfigDict | None) -> None:
@@ -39,14 +42,17 @@ def run(config: ml_collections.ConfigDict | None) -> None:
   from talkingmem.mcnet import animate  # pylint: disable=g-import-not-at-top  (dlib, Orbax)
   for name in ("source", "driving", "output"):
     if not getattr(FLAGS, name):
-      raise app.UsageError(f"--mode=animate needs --{name}")
+      raise UserInputError(f"--mode=animate needs --{name}")
+  if not FLAGS.workdir and not FLAGS.checkpoint:
+    raise UserInputError("--mode=animate needs a model: --workdir=<training run> or --checkpoint=vox.pth.tar")
   options = animate.AnimateOptions(
       crop=not FLAGS.no_crop, relative=FLAGS.relative, adapt_scale=FLAGS.adapt_scale,
       best_frame=FLAGS.best_frame, find_best_frame=FLAGS.find_best_frame, side_by_side=FLAGS.side_by_side,
-      batch_size=FLAGS.batch_size, paste_back=FLAGS.paste_back, max_size=FLAGS.max_size or None)
-  try:
-    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
-    summary = animate.animate(loaded, FLAGS.source, FLAGS.driving, FLAGS.output, options)
-  except (animate.AnimationInputError, animate.CheckpointMismatch, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+      batch_size=FLAGS.batch_size, paste_back=FLAGS.paste_back, max_size=FLAGS.max_size or None,
+      face_index=FLAGS.face_index)
+  # Every argument before the model loads (minutes on a long video otherwise wasted).
+  animate.check_animation_args(FLAGS.source, FLAGS.driving, FLAGS.output, options,
+                               (FLAGS.workdir, FLAGS.checkpoint))
+  loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+  summary = animate.animate(loaded, FLAGS.source, FLAGS.driving, FLAGS.output, options)
   print(json.dumps(summary, indent=1))

@@ -5,10 +5,14 @@
 """
 from __future__ import annotations
 
-import sys
+import pathlib
 
-from absl import app, flags
+from absl import flags
 import ml_collections
+
+from data_pipelines.fomm import pipelines
+from data_pipelines.user_errors import UserInputError, check_output
+from talkingmem.config_checks import validate_config
 
 from talkingmem.mcnet.model_flags import define_model_flags
 
@@ -33,12 +37,19 @@ def define_flags() -> None:
 def run(config: ml_collections.ConfigDict | None) -> None:
   from talkingmem.mcnet import animate, evaluate  # pylint: disable=g-import-not-at-top  (dlib, Orbax)
   if not FLAGS.eval_dir and not FLAGS.workdir:
-    raise app.UsageError("--mode=eval needs --workdir or --eval_dir for its outputs")
-  try:
-    loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
-    data = evaluate.resolve_data_config(loaded, config, FLAGS.workdir, FLAGS.data_root)
-  except (animate.CheckpointMismatch, evaluate.NoDataSettings, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+    raise UserInputError("--mode=eval needs --workdir or --eval_dir for its outputs")
+  if config is not None:
+    validate_config(config, "eval")
+  if FLAGS.max_videos is not None and FLAGS.max_videos < 1:
+    raise UserInputError(f"--max_videos={FLAGS.max_videos} must be >= 1 (or left out for all videos)")
+  if FLAGS.data_root and not pathlib.Path(FLAGS.data_root).is_dir():
+    raise UserInputError(f"--data_root={FLAGS.data_root} is not a folder; give the dataset root")
+  if FLAGS.pairs:  # Its lines now; the videos it names once the data root is known.
+    pipelines.read_pair_csv(FLAGS.pairs)
+  if FLAGS.eval_dir:
+    check_output(FLAGS.eval_dir, "--eval_dir", (FLAGS.workdir, FLAGS.data_root, FLAGS.pairs), folder_ok=True)
+  loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
+  data = evaluate.resolve_data_config(loaded, config, FLAGS.workdir, FLAGS.data_root)
   out_dir = FLAGS.eval_dir or evaluate.default_eval_dir(FLAGS.workdir, loaded, FLAGS.pairs)
   options = evaluate.EvalOptions(
       face_metrics=FLAGS.face_metrics, lpips_net=FLAGS.lpips_net, lpips_backbone=FLAGS.lpips_backbone,

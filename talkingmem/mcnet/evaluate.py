@@ -29,6 +29,7 @@ import datetime
 import json
 import math
 import pathlib
+import shutil
 from typing import Any, Iterable, Sequence
 
 from absl import logging
@@ -39,6 +40,7 @@ import numpy as np
 from data_pipelines import video_io
 
 from data_pipelines.fomm import pipelines
+from data_pipelines.user_errors import UserInputError
 from talkingmem.mcnet.animate import LoadedModel
 from talkingmem.mcnet.model import MCNet
 from talkingmem.mcnet.normalize import normalize_kp
@@ -52,7 +54,7 @@ FACE_METRICS_NOTE = ("dlib 68-point landmarks (AKD) and ResNet descriptors (AED,
                      "face-alignment and OpenFace, so absolute values differ from its tables")
 
 
-class NoDataSettings(ValueError):
+class NoDataSettings(UserInputError):
   """Nothing says where the evaluation data is."""
 
 
@@ -233,6 +235,9 @@ def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions =
     for i, frame in enumerate(frames):
       rows.append({"video": name, "identity": str(chunk["identity"]), "frame": int(frame),
                    **{k: float(v[i]) for k, v in values.items()}})
+  if not rows:
+    raise UserInputError(f"no {cfg.eval_split!r} videos to evaluate in {cfg.root}; put test videos in its "
+                         f"{cfg.eval_split}/ folder (or give --data_root)")
   names = [n for n in (*PIXEL_METRICS, "lpips", *FACE_METRICS) if any(n in r for r in rows)]
   summary = {"metrics": summarize(rows, names), "num_videos": len(seen), "num_frames": len(rows)}
   if any("detector_akd" in r for r in rows):
@@ -339,15 +344,20 @@ def _unavailable(options: EvalOptions, pairs: bool, lpips_reason: str | None) ->
 def evaluate(loaded: LoadedModel, data_config: Any, out_dir: str | pathlib.Path,
              pairs: str | pathlib.Path | None = None, options: EvalOptions = EvalOptions()) -> dict:
   """Runs one protocol, writes report.json and the CSVs into `out_dir`, returns the report."""
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  final_dir = pathlib.Path(out_dir)
+  out_dir = final_dir.with_name(f".{final_dir.name}.writing")  # Renamed into place when complete.
   lpips_metric, lpips_reason = load_lpips(options)
   if pairs:
     summary, rows = pair_list(loaded, data_config, pairs, options, lpips_metric)
+  else:
+    summary, rows = reconstruction(loaded, data_config, options, lpips_metric)
+  if out_dir.exists():
+    shutil.rmtree(out_dir)
+  out_dir.mkdir(parents=True)
+  if pairs:
     write_csv(out_dir / "pairs.csv", rows)
     files = ["pairs.csv"]
   else:
-    summary, rows = reconstruction(loaded, data_config, options, lpips_metric)
     write_csv(out_dir / "per_frame.csv", rows)
     write_csv(out_dir / "per_video.csv", per_video(rows))
     files = ["per_frame.csv", "per_video.csv"]
@@ -367,6 +377,7 @@ def evaluate(loaded: LoadedModel, data_config: Any, out_dir: str | pathlib.Path,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
   (out_dir / "report.json").write_text(json.dumps(_json_safe(report), indent=1, default=str))
+  video_io.replace_path(out_dir, final_dir)
   return report
 
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 import ml_collections
+
+from data_pipelines.user_errors import UserInputError
+from talkingmem.config_checks import validate_config
 
 FLAGS = flags.FLAGS
 
@@ -17,9 +20,8 @@ def define_flags() -> None:
 
 
 def run(config: ml_collections.ConfigDict | None) -> None:
-  if config is None:
-    raise app.UsageError("--mode=info needs --config")
+  validate_config(config, "info")
   if config.task != "mcnet":
-    raise app.UsageError(f"--mode=info supports task 'mcnet', not {config.task!r}")
+    raise UserInputError(f"--mode=info supports task 'mcnet', not {config.task!r}; give --config=configs/mcnet.py")
   from talkingmem.mcnet.model_info import mcnet_info  # pylint: disable=g-import-not-at-top
   print(json.dumps(mcnet_info(config.model, FLAGS.time_forward), indent=1))

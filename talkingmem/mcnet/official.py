@@ -6,6 +6,7 @@ norm_{w}); ours name them by decoder level l, with w = image_size / 2**l.
 from __future__ import annotations
 
 import pathlib
+import zipfile
 import re
 from typing import Mapping
 
@@ -14,6 +15,7 @@ import ml_collections
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from data_pipelines.user_errors import UserInputError, existing_file
 from talkingmem.mcnet.config import model_config
 from talkingmem.nn.antialias import gaussian_kernel
 
@@ -21,7 +23,7 @@ Array = np.ndarray
 MODULES = ("kp_detector", "generator")
 
 
-class StateDictMismatch(ValueError):
+class StateDictMismatch(UserInputError):
   """A state dict that cannot be mapped fully onto the model."""
 
 
@@ -237,20 +239,28 @@ def strip_prefix(state_dict: Mapping[str, Array], prefix: str = "module.") -> di
   return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
 
+def read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
+  """Every array of an .npz; a damaged or foreign file is a StateDictMismatch naming it."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise StateDictMismatch(f"{path} is not a readable .npz ({type(e).__name__}: {e}); "
+                            "write or convert it again") from e
+
+
 def load_state_dicts(path: str | pathlib.Path, generator_path: str | pathlib.Path | None = None
                      ) -> dict[str, dict[str, Array]]:
   """Reads official weights: a released `.pth.tar` (dict with 'generator' and 'kp_detector', keys maybe
   prefixed 'module.'), one `.npz` with 'kp_detector/…' and 'generator/…' keys, or two `.npz` files
   (kp detector, generator) of key -> array."""
-  path = pathlib.Path(path)
-  if not path.exists():
-    raise FileNotFoundError(f"checkpoint {path} does not exist")
+  path = existing_file(path, "--checkpoint")
   if generator_path is not None:
-    kp = dict(np.load(path))
-    gen = dict(np.load(generator_path))
+    kp = read_npz(path)
+    gen = read_npz(existing_file(generator_path, "--generator_checkpoint"))
     return {"kp_detector": strip_prefix(kp), "generator": strip_prefix(gen)}
   if path.suffix == ".npz":
-    flat = dict(np.load(path))
+    flat = read_npz(path)
     out = {m: {} for m in MODULES}
     for k, v in flat.items():
       module, _, rest = k.partition("/")

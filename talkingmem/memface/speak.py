@@ -46,6 +46,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from data_pipelines.user_errors import UserInputError, existing_file
 from data_pipelines import video_io
 
 from data_pipelines.speech import renderer_inputs
@@ -61,7 +62,7 @@ SAMPLE_RATE = 16000
 STATS_FILE = "feature_stats.npz"
 
 
-class SpeakInputError(ValueError):
+class SpeakInputError(UserInputError):
   """An input `speak` cannot use; the message names it and what to do."""
 
 
@@ -242,7 +243,7 @@ def load_stage1(workdir: str | pathlib.Path, step: int | None = None) -> Stage1:
 def _load(workdir: pathlib.Path, step: int | None, task: str, flag: str):
   try:
     variables, config, step = checkpointing.load_variables(workdir, step)
-  except FileNotFoundError as e:
+  except UserInputError as e:  # No workdir, no or damaged checkpoints: say which flag.
     raise SpeakInputError(f"{flag}: {e}") from e
   if config.get("task") != task:
     raise SpeakInputError(f"{flag}={workdir} is a {config.get('task')!r} run, expected {task!r}")
@@ -413,6 +414,12 @@ def speak(a2e_workdir, renderer_workdir, audio_path, template_path, output_path,
   output_path = pathlib.Path(output_path)
   if output_path.suffix.lower() != ".mp4":
     raise SpeakInputError(f"--output must be an .mp4 (it carries the audio), got {output_path}")
+  for flag, path in (("--audio", audio_path), ("--memory", memory_path), ("--audio_features", features_path)):
+    if path:  # Every input before the (slow) model loading.
+      existing_file(path, flag)
+  if not pathlib.Path(template_path).exists():
+    raise SpeakInputError(f"--template={template_path} does not exist; give the speaker's prepared folder "
+                          "(prepare_speaker's --out)")
   stage1 = load_stage1(a2e_workdir, options.a2e_step)
   stage2 = load_stage2(renderer_workdir, options.renderer_step)
   template = load_template(template_path, face_model)

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from absl import app, flags
+from absl import flags
 import ml_collections
+
+from data_pipelines.user_errors import UserInputError, check_output
 
 FLAGS = flags.FLAGS
 
@@ -35,12 +36,11 @@ def run(config: ml_collections.ConfigDict | None) -> None:
   from talkingmem.memface import speak  # pylint: disable=g-import-not-at-top  (Orbax, the renderer)
   for name in ("a2e_workdir", "renderer_workdir", "audio", "template", "output"):
     if not getattr(FLAGS, name):
-      raise app.UsageError(f"--mode=speak needs --{name}")
-  try:
-    summary = speak.speak(FLAGS.a2e_workdir, FLAGS.renderer_workdir, FLAGS.audio, FLAGS.template,
-                          FLAGS.output, memory_path=FLAGS.memory, features_path=FLAGS.audio_features,
-                          face_model=FLAGS.face_model,
-                          options=speak.SpeakOptions(syncnet_weights=FLAGS.syncnet_weights))
-  except (ValueError, FileNotFoundError) as e:  # SpeakInputError, memory / checkpoint mismatches
-    sys.exit(f"error: {e}")
+      raise UserInputError(f"--mode=speak needs --{name}")
+  check_output(FLAGS.output, "--output", (FLAGS.audio, FLAGS.template, FLAGS.memory, FLAGS.audio_features,
+                                          FLAGS.a2e_workdir, FLAGS.renderer_workdir), (".mp4",))
+  summary = speak.speak(FLAGS.a2e_workdir, FLAGS.renderer_workdir, FLAGS.audio, FLAGS.template,
+                        FLAGS.output, memory_path=FLAGS.memory, features_path=FLAGS.audio_features,
+                        face_model=FLAGS.face_model,
+                        options=speak.SpeakOptions(syncnet_weights=FLAGS.syncnet_weights))
   print(json.dumps(summary, indent=1))

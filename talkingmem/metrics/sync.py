@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
 from talkingmem.metrics import syncnet_weights
 
 SAMPLE_RATE = 16000
@@ -58,7 +59,7 @@ LIP_POOLS = {0: ((1, 3, 3), (1, 2, 2), (0, 0, 0)), 4: ((1, 3, 3), (1, 2, 2), (0,
 FC_HIDDEN = 512
 
 
-class SyncNetWeightsError(ValueError):
+class SyncNetWeightsError(UserInputError):
   """A SyncNet weights file that is missing or does not fit the network."""
 
 

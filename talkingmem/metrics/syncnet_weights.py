@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError
 from talkingmem import torch_io
 
 
@@ -20,7 +21,7 @@ _BN_NAMES = {"weight": ("params", "scale"), "bias": ("params", "bias"),
              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 
 
-class ConversionError(ValueError):
+class ConversionError(UserInputError):
   """A state dict that is not syncnet_python's S."""
 
 

@@ -11,6 +11,7 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from talkingmem.metrics import sync
 from talkingmem.metrics.syncnet_weights import flat_variables, read_state_dict
 from talkingmem.tools import converter_cli
@@ -31,4 +32,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

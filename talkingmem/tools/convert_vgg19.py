@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines.user_errors import run_cli
 from talkingmem.nn import vgg
 from talkingmem.tools import converter_cli
 
@@ -32,4 +33,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

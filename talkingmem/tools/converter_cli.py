@@ -9,16 +9,19 @@ import argparse
 import os
 from typing import Callable, Sequence
 
+from data_pipelines.user_errors import ArgumentParser, check_output, existing_file
+
 Convert = Callable[[str | os.PathLike[str], str | os.PathLike[str]], int]
 
 
 def run(convert: Convert, description: str, input_help: str, what: str,
         argv: Sequence[str] | None = None) -> None:
   """Parses argv, converts, and prints what was written (`what`: e.g. 'VGG19')."""
-  parser = argparse.ArgumentParser(description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True, help=input_help)
   parser.add_argument("--output", required=True, help="where to write the converted .npz")
   args = parser.parse_args(argv)
+  existing_file(args.input, "--input")
+  check_output(args.output, "--output", (args.input,), (".npz",))
   count = convert(args.input, args.output)
   print(f"wrote {args.output}: {count / 1e6:.2f}M {what} parameters")

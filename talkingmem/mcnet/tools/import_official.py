@@ -20,13 +20,14 @@ import argparse
 import importlib.util
 import json
 import pathlib
-import sys
+import shutil
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from data_pipelines.user_errors import ArgumentParser, UserInputError, check_output, run_cli
 from talkingmem import checkpointing
 from talkingmem.mcnet import official
 from talkingmem.mcnet.model import MCNet
@@ -91,10 +92,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
                       generator_checkpoint: str | pathlib.Path | None = None, image_size: int | None = None,
                       detector_only: bool = False) -> dict:
   """Writes `out`/config.json and the Orbax checkpoint (step 0); returns a summary."""
-  out = pathlib.Path(out)
-  if checkpointing.checkpoint_dir(out).exists() and any(checkpointing.checkpoint_dir(out).iterdir()):
-    raise FileExistsError(f"{checkpointing.checkpoint_dir(out)} already holds checkpoints; "
-                          "choose another --out")
+  out = check_output(out, "--out", (checkpoint, generator_checkpoint), folder_ok=True)
   state_dicts = official.load_state_dicts(checkpoint, generator_checkpoint)
   variables, model_config = convert(state_dicts, image_size, detector_only)
   modules = [DETECTOR] if detector_only else list(official.MODULES)
@@ -103,12 +101,17 @@ def import_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
   variables = jax.tree.map(lambda a: np.asarray(a, np.float32), variables)
   state = {"step": np.zeros((), np.int32), "params": variables["params"],
            "model_state": {k: v for k, v in variables.items() if k != "params"}}
+  created = not out.exists()
   out.mkdir(parents=True, exist_ok=True)
-  checkpointing.save_config(out, run_config(model_config, source))
-  manager = checkpointing.make_manager(out, keep=1, async_save=False)
-  checkpointing.save(manager, 0, state, None, force=True)
-  manager.wait_until_finished()
-  manager.close()
+  try:  # config.json last: a workdir is complete only with it (an interrupted import leaves no half).
+    manager = checkpointing.make_manager(out, keep=1, async_save=False)
+    checkpointing.save(manager, 0, state, None, force=True)
+    manager.wait_until_finished()
+    manager.close()
+    checkpointing.save_config(out, run_config(model_config, source))
+  except BaseException:
+    shutil.rmtree(out if created else checkpointing.checkpoint_dir(out), ignore_errors=True)
+    raise
   return {"workdir": str(out), "modules": modules, "image_size": int(model_config.image_size),
           "num_kp": int(model_config.num_kp), "use_memory": bool(model_config.use_memory),
           "num_params": int(sum(np.size(x) for x in jax.tree.leaves(variables["params"])))}
@@ -116,7 +119,7 @@ def import_checkpoint(checkpoint: str | pathlib.Path, out: str | pathlib.Path,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   # argparse, not absl flags: tests import this module beside others that define --checkpoint / --out.
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True,
                       help="Official .pth.tar (or .npz of kp_detector/... and generator/... keys, or the "
                            "keypoint detector's .npz when --generator_checkpoint is given).")
@@ -131,14 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
-  from talkingmem.torch_io import TorchFileError  # pylint: disable=g-import-not-at-top
-  try:
-    summary = import_checkpoint(args.checkpoint, args.out, args.generator_checkpoint, args.image_size,
-                                args.detector_only)
-  except (official.StateDictMismatch, TorchFileError, FileNotFoundError, FileExistsError) as e:
-    sys.exit(f"error: {e}")
+  if args.image_size is not None and args.image_size < 8:
+    raise UserInputError(f"--image_size={args.image_size} must be >= 8")
+  summary = import_checkpoint(args.checkpoint, args.out, args.generator_checkpoint, args.image_size,
+                              args.detector_only)
   print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
-  main()
+  run_cli(main)

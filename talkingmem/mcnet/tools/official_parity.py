@@ -19,11 +19,12 @@ import pathlib
 import sys
 from typing import Callable
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError, run_absl
 from talkingmem.mcnet import official
 from talkingmem.mcnet.generator import memory_levels
 from talkingmem.mcnet.model import MCNet
@@ -51,8 +52,28 @@ def tolerance(key: str) -> float:
   return TIGHT if any(part in key.split(".")[-1] or part in key for part in _TIGHT_NAMES) else LOOSE
 
 
+FIXTURE_FILES = ("config.json", "kp_detector_state.npz", "generator_state.npz", "io.npz")
+
+
+def check_fixtures(fixtures: pathlib.Path) -> dict:
+  """The fixture folder's config.json, after checking every file is there (before any model work)."""
+  if not fixtures.is_dir():
+    raise UserInputError(f"--fixtures={fixtures} is not a folder; give the folder the official code's "
+                         "recorder wrote (see tests/fixtures or /work/shared/fixtures/mcnet_official)")
+  missing = [name for name in FIXTURE_FILES if not (fixtures / name).is_file()]
+  if missing:
+    raise UserInputError(f"--fixtures={fixtures} lacks {', '.join(missing)}; it needs {', '.join(FIXTURE_FILES)}")
+  try:
+    cfg_json = json.loads((fixtures / "config.json").read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserInputError(f"{fixtures / 'config.json'} is not valid JSON ({e})") from e
+  if not isinstance(cfg_json, dict):
+    raise UserInputError(f"{fixtures / 'config.json'} is not a JSON object of the official config")
+  return cfg_json
+
+
 def build(fixtures: pathlib.Path, dtype=jnp.float32):
-  cfg_json = json.loads((fixtures / "config.json").read_text())
+  cfg_json = check_fixtures(fixtures)
   state_dicts = official.load_state_dicts(fixtures / "kp_detector_state.npz",
                                           fixtures / "generator_state.npz")
   image_size = cfg_json.get("image_size", [None])[0]
@@ -76,7 +97,9 @@ def run(fixtures: pathlib.Path, dtype: str = "float64") -> dict:
     raise RuntimeError("float64 parity needs jax.config.update('jax_enable_x64', True) first")
   jdtype = jnp.float64 if dtype == "float64" else jnp.float32
   cfg_json, config, model, variables = build(fixtures, jdtype)
-  io = dict(np.load(fixtures / "io.npz"))
+  io = official.read_npz(fixtures / "io.npz")
+  if "input.source" not in io:
+    raise UserInputError(f"{fixtures / 'io.npz'} holds no 'input.source': not the recorder's io.npz")
   as_input = lambda x: _nhwc(x, jdtype)  # noqa: E731
   ours: dict[str, Callable[[], np.ndarray] | np.ndarray] = {}
 
@@ -172,7 +195,7 @@ flags.DEFINE_enum("dtype", "float64", ["float64", "float32"], "Precision our mod
 def main(argv: list[str]) -> None:
   del argv
   if not FLAGS.fixtures:
-    raise app.UsageError("--fixtures DIR is required")
+    raise UserInputError("--fixtures=DIR is required (the official code's recorded outputs)")
   jax.config.update("jax_default_matmul_precision", "highest")
   jax.config.update("jax_enable_x64", FLAGS.dtype == "float64")
   report = run(pathlib.Path(FLAGS.fixtures), FLAGS.dtype)
@@ -181,4 +204,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_absl(main)

@@ -14,12 +14,13 @@ import math
 import pathlib
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines.user_errors import UserInputError, check_output, run_absl
 from talkingmem.mcnet import animate
 from talkingmem.mcnet.model import MCNet
 
@@ -123,8 +124,10 @@ def write_memory_figure(loaded: animate.LoadedModel, out: str | pathlib.Path, so
   image = memory_figure(panels, columns, cell, pad)
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  if not cv2.imwrite(str(out), image):
+  tmp = out.with_name(f".{out.name}.tmp{out.suffix}")  # Renamed into place when whole.
+  if not cv2.imwrite(str(tmp), image):
     raise OSError(f"could not write {out}")
+  tmp.replace(out)
   return image
 
 
@@ -145,9 +148,10 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise UserInputError(f"unexpected arguments {argv[1:]}; flags are written --name=value")
   if not FLAGS.out:
-    raise app.UsageError("--out is required")
+    raise UserInputError("--out=<figure.png> is required")
+  check_output(FLAGS.out, "--out", (FLAGS.source, FLAGS.workdir, FLAGS.checkpoint), (".png", ".jpg"))
   loaded = animate.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.step)
   image = write_memory_figure(loaded, FLAGS.out, FLAGS.source, not FLAGS.no_crop, FLAGS.columns, FLAGS.cell)
   print(f"wrote {FLAGS.out} ({image.shape[1]}x{image.shape[0]})")
@@ -155,4 +159,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  run_absl(main)
