@@ -22,5 +22,10 @@ def test_rendered_clip_has_surface_maps():
   surface = meta["surface"]
   assert surface.shape == frames.shape[:3] and surface.dtype == np.int32
   assert (surface >= 0).mean() > 0.05  # The head is there.
-  masks = disocclusion.clip_masks(surface)
+  visible = meta["visible_triangles"]
+  assert visible.shape[0] == len(frames) and visible.dtype == bool
+  # Every triangle in a frame's surface map is in its visible set, so a frame disoccludes nothing of itself.
+  for t in range(len(frames)):
+    assert visible[t][surface[t][surface[t] >= 0]].all()
+  masks = disocclusion.clip_masks(surface, 0, visible)
   assert not masks[0].any() and masks.shape == surface.shape

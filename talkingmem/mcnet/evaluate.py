@@ -210,7 +210,8 @@ def _disocclusion_masks(store, video, size: tuple[int, int]) -> np.ndarray | Non
   meta = store.metadata(video) if hasattr(store, "metadata") else None
   if not meta or "surface" not in meta:
     return None
-  masks = disocclusion.clip_masks(np.asarray(meta["surface"]), 0)
+  visible = np.asarray(meta["visible_triangles"]) if "visible_triangles" in meta else None
+  masks = disocclusion.clip_masks(np.asarray(meta["surface"]), 0, visible)
   rows = (np.arange(size[0]) * masks.shape[1] // size[0]).astype(int)
   cols = (np.arange(size[1]) * masks.shape[2] // size[1]).astype(int)
   return masks[:, rows][:, :, cols]  # Nearest neighbour: a mask stays a mask.
