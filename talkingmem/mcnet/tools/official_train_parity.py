@@ -39,7 +39,7 @@ import json
 import pathlib
 import sys
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 from absl import app, flags
 import jax
