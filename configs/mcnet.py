@@ -51,6 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       equivariance_value=10.0, equivariance_jacobian=10.0, sigma_affine=0.05, sigma_tps=0.005,
       points_tps=5, kp_distance=10.0, kp_distance_threshold=0.2, kp_distance_official=False,
       memory_consistency=10.0,
+      # Recipe differences by design; the official values (False, True) are what the parity run uses.
+      # align_corners=False makes the official equivariance warp zoom by n/(n-1) (losses.transform_frame);
+      # StyleConv noise adds a random input to the memory each step.
+      transform_align_corners=True, styleconv_noise=False,
       # Optional GAN (off in the official recipe: generator_gan 0).
       generator_gan=0.0, discriminator_gan=1.0, feature_matching=(10.0, 10.0, 10.0, 10.0)))
   c.discriminator = ml_collections.ConfigDict(dict(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from data_pipelines.synthetic.video_set import generate_dataset
@@ -117,3 +118,17 @@ def test_summaries_count_missing_frames():
   assert evaluate.pair_group("v", "v", "a", "a") == "same_video"
   assert evaluate.pair_group("v", "w", "a", "a") == "same_identity"
   assert evaluate.pair_group("v", "w", "a", "b") == "cross_identity"
+
+
+def test_masked_values_only_count_masked_pixels():
+
+  gt = np.zeros((2, 4, 4, 3))
+  pred = gt.copy()
+  pred[:, :2] = 0.5  # Errors only in the top half.
+  masks = np.zeros((2, 4, 4), bool)
+  masks[0, :2] = True  # Frame 0: the mask covers exactly the wrong pixels; frame 1: an empty mask.
+  values = evaluate.masked_values(pred, gt, masks)
+  np.testing.assert_allclose(values["l1_disoccluded"][0], 0.5)
+  np.testing.assert_allclose(values["psnr_disoccluded"][0], -10 * np.log10(0.25))
+  assert np.isnan(values["l1_disoccluded"][1]) and np.isnan(values["psnr_disoccluded"][1])
+  np.testing.assert_allclose(values["disoccluded_fraction"], [0.5, 0.0])

@@ -15,7 +15,7 @@ from data_pipelines.synthetic.engine import motion
 SMALL = dict(num_identities=3, clips_per_identity=2, frames_per_clip=4, size=32,
              test_fraction=0.34, video_format="png")
 META_KEYS = {"pose", "id_coeffs", "exp_coeffs", "exp_names", "mouth_vertices", "landmarks",
-             "gaze", "occlusion", "fps"}
+             "gaze", "occlusion", "surface", "visible_triangles", "fps"}
 
 
 def _read_all(root: pathlib.Path) -> dict[str, tuple[np.ndarray, dict]]:

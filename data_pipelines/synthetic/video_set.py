@@ -83,7 +83,7 @@ def render_clip(model: face_model_lib.FaceModel, identity: renderer_lib.Identity
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Renders a clip: (T, size, size, 3) uint8 frames and per-frame arrays."""
   renderer = renderer_lib.FaceRenderer(model, identity, scene, size)
-  frames, landmarks, mouth, occlusion = [], [], [], []
+  frames, landmarks, mouth, occlusion, surface, visible = [], [], [], [], [], []
   for f in range(len(motion.pose)):
     occ = [occluders_lib.Occluder(tr.kind, *(float(v) for v in tr.track[f]), tr.colour)
            for tr in motion.occluders if tr.visible[f]]
@@ -92,8 +92,11 @@ def render_clip(model: face_model_lib.FaceModel, identity: renderer_lib.Identity
     landmarks.append(out.landmarks)
     mouth.append(out.mouth_vertices)
     occlusion.append(out.occlusion)
+    surface.append(out.surface)
+    visible.append(out.visible_triangles)
   arrays = dict(landmarks=np.stack(landmarks), mouth_vertices=np.stack(mouth),
-                occlusion=np.asarray(occlusion, np.float32))
+                occlusion=np.asarray(occlusion, np.float32), surface=np.stack(surface),
+                visible_triangles=np.stack(visible))
   return np.stack(frames), arrays
 
 
@@ -117,7 +120,8 @@ def generate_clip(model: face_model_lib.FaceModel, *, seed: int, identity_index:
       pose=motion.pose.astype(np.float32), id_coeffs=identity.id_coeffs.astype(np.float32),
       exp_coeffs=motion.exp_coeffs.astype(np.float32), exp_names=np.array(model.exp_names),
       mouth_vertices=arrays["mouth_vertices"], landmarks=arrays["landmarks"],
-      gaze=motion.gaze.astype(np.float32), occlusion=arrays["occlusion"],
+      gaze=motion.gaze.astype(np.float32), occlusion=arrays["occlusion"], surface=arrays["surface"],
+      visible_triangles=arrays["visible_triangles"],
       fps=np.float32(fps))
   return frames, meta
 

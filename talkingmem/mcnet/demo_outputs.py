@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any
 
+import cv2
 import numpy as np
 
 from data_pipelines import video_io
@@ -35,8 +37,32 @@ def write_animation(task, variables, path: pathlib.Path, max_frames: int | None 
   side = np.concatenate([np.broadcast_to(source, driving.shape), driving, pred], axis=2)
   path.parent.mkdir(parents=True, exist_ok=True)
   video_io.write_video(path, (np.clip(side, 0, 1) * 255).round().astype(np.uint8), fps=25)
-  return {"path": str(path), "source_identity": src_id, "driving_identity": drv_id,
-          "frames": int(len(pred)), "layout": "source | driving | prediction"}
+  sheet = write_contact_sheet(path.with_suffix(".png"), source, driving, pred)
+  return {"path": str(path), "contact_sheet": str(sheet), "source_identity": src_id,
+          "driving_identity": drv_id, "frames": int(len(pred)), "layout": "source | driving | prediction"}
+
+
+def write_contact_sheet(path: pathlib.Path, source: np.ndarray, driving: np.ndarray, pred: np.ndarray,
+                        rows: int = 6, cell: int = 192) -> pathlib.Path:
+  """PNG of `rows` evenly spaced frames, each row source | driving | prediction, cells `cell` px wide.
+
+  Small frames (64^2) are enlarged with nearest-neighbour so a person sees the pixels the model made.
+  Written atomically (temporary file, then rename).
+  """
+  picks = np.unique(np.linspace(0, len(pred) - 1, min(rows, len(pred))).round().astype(int))
+  scale = max(1, cell // source.shape[0])
+  enlarge = lambda x: np.repeat(np.repeat(x, scale, 0), scale, 1)  # noqa: E731
+  header = np.full((28, 3 * source.shape[1] * scale, 3), 255, np.uint8)
+  for col, title in enumerate(("source", "driving", "prediction")):
+    cv2.putText(header, title, (col * source.shape[1] * scale + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                (0, 0, 0), 1, cv2.LINE_AA)
+  body = [np.concatenate([enlarge(x) for x in (source, driving[i], pred[i])], axis=1) for i in picks]
+  image = np.concatenate([header, (np.clip(np.concatenate(body, 0), 0, 1) * 255).round().astype(np.uint8)])
+  tmp = path.with_name(path.name + ".tmp.png")
+  if not cv2.imwrite(str(tmp), image[..., ::-1]):
+    raise OSError(f"could not write {tmp}")
+  os.replace(tmp, path)
+  return path
 
 
 def write_demo_outputs(task, variables, workdir: pathlib.Path) -> dict[str, Any]:
@@ -44,5 +70,8 @@ def write_demo_outputs(task, variables, workdir: pathlib.Path) -> dict[str, Any]
   animation = write_animation(task, variables, workdir / "animation.mp4")
   if animation:
     summary["animation"] = animation
+    # train.py logs the returned summary last: these two lines tell a person where to look.
+    summary["look_at"] = [f"animation (source | driving | prediction): {animation['path']}",
+                          f"contact sheet (PNG, source | driving | prediction): {animation['contact_sheet']}"]
   (workdir / "eval_summary.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -40,6 +40,7 @@ import numpy as np
 from data_pipelines import video_io
 
 from data_pipelines.fomm import pipelines
+from data_pipelines.synthetic import disocclusion
 from data_pipelines.user_errors import UserInputError
 from talkingmem.mcnet.animate import LoadedModel
 from talkingmem.mcnet.model import MCNet
@@ -47,6 +48,8 @@ from talkingmem.mcnet.normalize import normalize_kp
 from talkingmem.metrics import image as image_metrics
 
 PIXEL_METRICS = ("l1", "psnr", "ssim")
+# Inside the ground-truth disocclusion mask (synthetic data only; NaN for frames with an empty mask).
+MASKED_METRICS = ("l1_disoccluded", "psnr_disoccluded", "disoccluded_fraction")
 FACE_METRICS = ("akd", "aed", "csim")
 NOT_OFFLINE = ("needs py-feat's action-unit and head-pose models, which cannot be obtained offline; "
                "not computed")
@@ -204,13 +207,38 @@ def _ground_truth_landmarks(store, video, size: tuple[int, int]) -> np.ndarray |
   return (np.asarray(meta["landmarks"], np.float64) + 0.5) * scale - 0.5
 
 
+def _disocclusion_masks(store, video, size: tuple[int, int]) -> np.ndarray | None:
+  """(T, H, W) masks of every frame against frame 0 (the protocol's source) at the evaluated size."""
+  meta = store.metadata(video) if hasattr(store, "metadata") else None
+  if not meta or "surface" not in meta:
+    return None
+  visible = np.asarray(meta["visible_triangles"]) if "visible_triangles" in meta else None
+  masks = disocclusion.clip_masks(np.asarray(meta["surface"]), 0, visible)
+  rows = (np.arange(size[0]) * masks.shape[1] // size[0]).astype(int)
+  cols = (np.arange(size[1]) * masks.shape[2] // size[1]).astype(int)
+  return masks[:, rows][:, :, cols]  # Nearest neighbour: a mask stays a mask.
+
+
+def masked_values(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-frame L1 and PSNR inside (N, H, W) masks of (N, H, W, C) images in [0, 1]."""
+  weight = masks[..., None].astype(np.float64)
+  count = weight.sum((1, 2, 3)) * pred.shape[-1]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    diff = pred.astype(np.float64) - gt.astype(np.float64)
+    l1 = (weight * np.abs(diff)).sum((1, 2, 3)) / count
+    mse = (weight * diff * diff).sum((1, 2, 3)) / count
+    psnr = np.where(count > 0, -10 * np.log10(np.maximum(mse, 1e-10)), np.nan)
+  return {"l1_disoccluded": np.where(count > 0, l1, np.nan), "psnr_disoccluded": psnr,
+          "disoccluded_fraction": masks.mean((1, 2))}
+
+
 def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions = EvalOptions(),
                    lpips_metric=None) -> tuple[dict, list[dict]]:
   """FOMM same-identity reconstruction: (summary, per-frame rows)."""
   cfg = _eval_data_config(data_config, loaded.image_size)
   store = pipelines.make_store(cfg)
   step = make_step(loaded.model)
-  rows, seen, gt_landmarks = [], [], {}
+  rows, seen, gt_landmarks, masks_of = [], [], {}, {}
   chunks = pipelines.reconstruction_dataset(cfg, store=store, pad=True, process_index=0, process_count=1)
   for chunk in chunks:
     name = str(chunk["video"])
@@ -226,6 +254,10 @@ def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions =
     values = {k: np.asarray(v)[valid] for k, v in values.items()}
     if lpips_metric is not None:
       values["lpips"] = np.asarray(lpips_metric(pred, gt))
+    if name not in masks_of:
+      masks_of[name] = _disocclusion_masks(store, store.find(name, cfg.eval_split), gt.shape[1:3])
+    if masks_of[name] is not None:
+      values.update(masked_values(pred, gt, masks_of[name][frames]))
     if options.face_metrics:
       values.update(_face_values(pred, gt, gt))
       if name not in gt_landmarks:
@@ -238,7 +270,7 @@ def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions =
   if not rows:
     raise UserInputError(f"no {cfg.eval_split!r} videos to evaluate in {cfg.root}; put test videos in its "
                          f"{cfg.eval_split}/ folder (or give --data_root)")
-  names = [n for n in (*PIXEL_METRICS, "lpips", *FACE_METRICS) if any(n in r for r in rows)]
+  names = [n for n in (*PIXEL_METRICS, *MASKED_METRICS, "lpips", *FACE_METRICS) if any(n in r for r in rows)]
   summary = {"metrics": summarize(rows, names), "num_videos": len(seen), "num_frames": len(rows)}
   if any("detector_akd" in r for r in rows):
     summary["detector_validation"] = {

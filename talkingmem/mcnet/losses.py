@@ -87,19 +87,19 @@ class EquivarianceLosses(NamedTuple):
   value: jax.Array  # mean |kp_d - T(kp_t)|
   jacobian: jax.Array  # mean |I - J_d^-1 (dT(kp_t) J_t)|
   transformed_frame: jax.Array
+  kp_transformed: Mapping[str, jax.Array]  # detections on the transformed frame
 
 
 def equivariance_losses(kp_detect: Callable[[jax.Array], Mapping[str, jax.Array]],
-                        driving: jax.Array, kp_driving: Mapping[str, jax.Array], rng: jax.Array,
-                        sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
+                        driving: jax.Array, kp_driving: Mapping[str, jax.Array], params: TransformParams,
                         align_corners: bool = True) -> EquivarianceLosses:
   """FOMM's equivariance constraints, unweighted (the official weights are 10 and 10).
 
-  The driving frame is warped by a random T; keypoints detected on it, mapped back through T, must
-  land on the driving keypoints, and their Jacobians must compose to the identity. Gradients flow
-  into both detections (kp_driving is not detached, as in FOMM).
+  The driving frame is warped by the transform `params` (draw it with random_tps_params; a recorded
+  one replays an official step); keypoints detected on it, mapped back through T, must land on the
+  driving keypoints, and their Jacobians must compose to the identity. Gradients flow into both
+  detections (kp_driving is not detached, as in FOMM).
   """
-  params = random_tps_params(rng, driving.shape[0], sigma_affine, sigma_tps, points_tps)
   transformed = transform_frame(params, driving, align_corners)
   kp_t = kp_detect(transformed)
   value = jnp.mean(jnp.abs(kp_driving["value"] - warp_coordinates(params, kp_t["value"])))
@@ -109,7 +109,7 @@ def equivariance_losses(kp_detect: Callable[[jax.Array], Mapping[str, jax.Array]
     jacobian = jnp.mean(jnp.abs(jnp.eye(2, dtype=composed.dtype) - composed))
   else:
     jacobian = jnp.zeros((), value.dtype)
-  return EquivarianceLosses(value, jacobian, transformed)
+  return EquivarianceLosses(value, jacobian, transformed, kp_t)
 
 
 # -------------------------------------------------------------------------------- keypoints

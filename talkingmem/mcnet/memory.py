@@ -85,7 +85,15 @@ class MemoryUnit(nn.Module):
     return merge_even_odd(same, out), internals
 
 
+def memory_target(feat: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """The projected features resized to the memory's size (bilinear, align_corners=True, no anti-alias)."""
+  return resize_bilinear_align_corners(feat, *size)
+
+
 def memory_consistency(feat: jax.Array, value: jax.Array) -> jax.Array:
-  """mean |value - stopgrad(resize(feat -> memory size))|: ties memory values to projected features."""
-  target = resize_bilinear_align_corners(feat, value.shape[1], value.shape[2])
+  """mean |value - stopgrad(resize(feat -> memory size))|: ties memory values to projected features.
+
+  Only the value branch is pulled toward the features; the features are the target (as official).
+  """
+  target = memory_target(feat, value.shape[1:3])
   return jnp.mean(jnp.abs(value - jax.lax.stop_gradient(target)))

@@ -126,61 +126,92 @@ class MCNetTask(Task):
     tx = optax.multi_transform({m: per_module() for m in modules}, labels)
     return tx, schedule
 
-  def _forward(self, params, model_state, source, driving, train, kp_detect_extra=None):
-    """Keypoints of both frames and the generation, threading BatchNorm statistics in train mode."""
+  def _forward(self, params, model_state, source, driving, train, noise=None, tap=lambda name, x: x):
+    """Keypoints of both frames and the generation, threading BatchNorm statistics in train mode.
+
+    The calls run in the official order (source, driving, generator; the equivariance detection
+    follows), which fixes the order of the BatchNorm running-statistic updates.
+    """
     state = dict(model_state)
 
-    def run(method, *args):
+    def run(method, *args, **kwargs):
       nonlocal state
       variables = {"params": params, **state}
       if not train:
-        return self.model.apply(variables, *args, method=method)
-      out, updates = self.model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"])
+        return self.model.apply(variables, *args, method=method, **kwargs)
+      out, updates = self.model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"],
+                                      **kwargs)
       state = {**state, **updates}
       return out
 
-    kp_source = run(MCNet.detect, source)
-    kp_driving = run(MCNet.detect, driving)
-    generated = run(MCNet.generate, source, kp_source, kp_driving)
+    kp_source = tap("kp_source", run(MCNet.detect, source))
+    kp_driving = tap("kp_driving", run(MCNet.detect, driving))
+    generated = run(MCNet.generate, source, kp_source, kp_driving, noise=noise)
     return kp_source, kp_driving, generated, run, lambda: state
 
   def loss(self, params, model_state, batch, rng, step):
     del step
     c = self.config.loss
+    transform_rng, noise_rng = jax.random.split(rng)
+    transform = losses.random_tps_params(transform_rng, batch["driving"].shape[0], c.sigma_affine,
+                                         c.sigma_tps, c.points_tps)
+    # Official training draws fresh StyleConv noise each step; ours adds none unless asked.
+    noise = noise_rng if c.get("styleconv_noise", False) else None
+    terms, _, state = self.loss_terms(params, model_state, batch, transform, noise)
+    total = sum(terms.values())
+    return total, ({f"loss/{k}": v for k, v in terms.items()}, state)
+
+  def loss_terms(self, params, model_state, batch, transform: losses.TransformParams, noise=None,
+                 taps: dict | None = None):
+    """(weighted loss terms in the official summation order, intermediates, updated model state).
+
+    The random draws come in as arguments (the equivariance transform, the StyleConv noise: None,
+    a PRNG key or one array per memory call) so a recorded official step can be replayed exactly.
+    Losses are computed in float32 under lower-precision compute and in float64 under float64.
+    taps: optional zero arrays added to "prediction" and to the keypoint outputs ("kp_source",
+    "kp_driving", "kp_transformed": {"value", "jacobian"}); differentiating with respect to them
+    gives the loss's gradient at those outputs (the parity tool compares them with the official).
+    """
+    taps = taps or {}
+    tap = lambda name, x: x if name not in taps else (  # noqa: E731
+        x + taps[name] if not isinstance(x, dict) else {**x, **{k: x[k] + t for k, t in taps[name].items()}})
+    c = self.config.loss
+    loss_dtype = jnp.promote_types(self.compute_dtype, jnp.float32)
     src, drv = batch["source"], batch["driving"]
     if self.compute_dtype != jnp.float32:
       params, src, drv = cast_floats(params, self.compute_dtype), src.astype(self.compute_dtype), \
           drv.astype(self.compute_dtype)
     model_params = {k: v for k, v in params.items() if k in MODULES}
-    kp_s, kp_d, gen, run, final_state = self._forward(model_params, model_state, src, drv, train=True)
-    f32 = lambda t: cast_floats(t, jnp.float32)  # noqa: E731
-    kp_s, kp_d, pred = f32(kp_s), f32(kp_d), gen["prediction"].astype(jnp.float32)
-    target = batch["driving"]
-    terms = {}
+    kp_s, kp_d, gen, run, final_state = self._forward(model_params, model_state, src, drv, train=True,
+                                                      noise=noise, tap=tap)
+    as_loss = lambda t: cast_floats(t, loss_dtype)  # noqa: E731
+    kp_s, kp_d, pred = as_loss(kp_s), as_loss(kp_d), tap("prediction", gen["prediction"].astype(loss_dtype))
+    target = batch["driving"].astype(loss_dtype)
+    terms, extras = {}, {"kp_source": kp_s, "kp_driving": kp_d, "generated": gen}
     if c.perceptual > 0:
       if self.vgg_params is not None:
         terms["perceptual"] = image_losses.perceptual_loss(self.vgg_params, pred, target, tuple(c.scales),
-                                                     (c.perceptual,) * 5)
+                                                           (c.perceptual,) * 5)
       else:
         terms["pixel_pyramid"] = image_losses.pixel_pyramid_loss(pred, target, tuple(c.scales), c.perceptual)
     if c.equivariance_value > 0 or c.equivariance_jacobian > 0:
-      detect = lambda x: f32(run(MCNet.detect, x.astype(src.dtype)))  # noqa: E731
-      value, jacobian = losses.equivariance_losses(
-          detect, target, kp_d, rng, c.sigma_affine, c.sigma_tps, c.points_tps)[:2]
-      terms["equivariance_value"] = c.equivariance_value * value
+      detect = lambda x: tap("kp_transformed", as_loss(run(MCNet.detect, x.astype(src.dtype))))  # noqa: E731
+      equivariance = losses.equivariance_losses(
+          detect, target, kp_d, transform, c.get("transform_align_corners", True))
+      extras["equivariance"] = equivariance
+      terms["equivariance_value"] = c.equivariance_value * equivariance.value
       if "jacobian" in kp_d:
-        terms["equivariance_jacobian"] = c.equivariance_jacobian * jacobian
+        terms["equivariance_jacobian"] = c.equivariance_jacobian * equivariance.jacobian
     if c.kp_distance > 0:
       terms["kp_distance"] = c.kp_distance * sum(
           losses.keypoint_distance_loss(kp["value"], c.kp_distance_threshold, c.kp_distance_official)
           for kp in (kp_s, kp_d))
     if c.memory_consistency > 0 and gen["memory"]:
       terms["memory_consistency"] = c.memory_consistency * losses.memory_consistency_loss(
-          f32(gen["memory"]))
+          as_loss(gen["memory"]))
     if self.use_gan:
       terms.update(self._gan_terms(params["discriminator"], pred, target, kp_d))
-    total = sum(terms.values())
-    return total, ({f"loss/{k}": v for k, v in terms.items()}, final_state())
+    return terms, extras, final_state()
 
   def _model_variables(self, variables):
     params = {k: v for k, v in variables["params"].items() if k in MODULES}

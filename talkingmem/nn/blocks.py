@@ -24,9 +24,44 @@ def conv(features: int, kernel: int, padding: int = 0, use_bias: bool = True, na
                  use_bias=use_bias, kernel_init=torch_default_init, name=name, **kwargs)
 
 
-def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
-  # torch momentum 0.1 == flax momentum 0.9; eps as torch.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+class TorchBatchNorm(nn.Module):
+  """torch.nn.BatchNorm2d over the last axis, with flax.linen.BatchNorm's variable names.
+
+  Normalises with the biased batch variance but keeps the unbiased one, N/(N-1) x, in the running
+  variance, as torch does (flax keeps the biased one: at the keypoint detector's 4x4 level with a
+  batch of 2 that is 1/31 = 3 % smaller). Statistics are computed in at least float32, two-pass.
+  `momentum` is the weight of the old running value (torch's momentum 0.1 == 0.9 here).
+  """
+  use_running_average: bool
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features, axes = x.shape[-1], tuple(range(x.ndim - 1))
+    stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+    running_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+    scale = self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    if self.use_running_average:
+      mean, var = running_mean.value.astype(stat_dtype), running_var.value.astype(stat_dtype)
+    else:
+      xs = x.astype(stat_dtype)
+      mean = jnp.mean(xs, axes)
+      var = jnp.mean(jnp.square(xs - mean), axes)
+      if not self.is_initializing():
+        n = x.size // features
+        unbiased = var * (n / max(n - 1, 1))
+        m = self.momentum
+        running_mean.value = m * running_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
+        running_var.value = m * running_var.value + (1 - m) * jax.lax.stop_gradient(unbiased)
+    y = (x.astype(stat_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon)
+    return (y * scale + bias).astype(jnp.promote_types(x.dtype, scale.dtype))
+
+
+def batch_norm(train: bool, name: str | None = None) -> TorchBatchNorm:
+  return TorchBatchNorm(use_running_average=not train, name=name)
 
 
 class SameBlock2d(nn.Module):

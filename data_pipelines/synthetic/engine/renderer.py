@@ -73,6 +73,12 @@ class RenderedFrame:
   landmarks: np.ndarray  # (68, 2) float32 pixel (x, y); pixel centres at integers.
   mouth_vertices: np.ndarray  # (M, 3) float32, model space (pose-free).
   occlusion: float  # Fraction of the head's pixels hidden by occluders.
+  # (H, W) int32: the head-mesh triangle seen at each pixel (sampled at the pixel's centre), -1 where
+  # no head surface is seen (background, body, occluders). Pairs of these give disocclusion masks.
+  surface: np.ndarray | None = None
+  # (F,) bool: triangles seen at any supersampled pixel (many are smaller than an output pixel, so the
+  # sampled `surface` map alone would call them hidden).
+  visible_triangles: np.ndarray | None = None
 
 
 def _sample(texture: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -222,12 +228,20 @@ class FaceRenderer:
       hidden |= occluders_lib.draw_occluder(canvas, occ).ravel()
     occlusion = float(hidden[frags.pixel].mean()) if occluders and frags.pixel.size else 0.0
 
+    surface = np.full(r * r, -1, np.int32)
+    surface[frags.pixel] = frags.triangle
+    surface[hidden] = -1
+    visible_triangles = np.zeros(len(self._tris), bool)
+    visible_triangles[surface[surface >= 0]] = True
+    s, half = self.supersample, self.supersample // 2
+    surface = surface.reshape(r, r)[half::s, half::s]
+
     image = cv2.resize(canvas, (self.size, self.size), interpolation=cv2.INTER_AREA)
     image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     lm_xy, _ = self._project(cam[model.landmark_vertex_ids])
     lm_xy = (lm_xy + 0.5) / self.supersample - 0.5
     return RenderedFrame(image=image, landmarks=lm_xy.astype(np.float32), mouth_vertices=mouth,
-                         occlusion=occlusion)
+                         occlusion=occlusion, surface=surface, visible_triangles=visible_triangles)
 
   def _near_openings(self, xy):
     """Face triangles whose screen box meets an eye or mouth opening's box.
