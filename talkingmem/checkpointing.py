@@ -17,6 +17,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from data_pipelines.user_errors import UserInputError
+from talkingmem.console import LOG_NAME
 
 STATE, DATA = "state", "data"
 # Config fields a resumed run may change: how long it trains, how often it logs, evaluates and saves,
@@ -94,7 +95,9 @@ def check_resume(workdir: str | pathlib.Path, config: ml_collections.ConfigDict)
   path = pathlib.Path(workdir) / "config.json"
   if pathlib.Path(workdir).exists() and not pathlib.Path(workdir).is_dir():
     raise UserInputError(f"--workdir={workdir} is a file, not a folder; give a folder for the run")
-  if not path.exists() and pathlib.Path(workdir).is_dir() and any(pathlib.Path(workdir).iterdir()):
+  # The run's own log (console.LOG_NAME) is opened before this check, so it does not count as "other files".
+  others = [f for f in pathlib.Path(workdir).iterdir() if f.name != LOG_NAME] if pathlib.Path(workdir).is_dir() else []
+  if not path.exists() and others:
     raise UserInputError(f"--workdir={workdir} holds other files and no config.json, so it is not a "
                          "training run's folder; give a new or empty folder (nothing in it was changed)")
   if not path.exists() or not saved_steps(workdir):
