@@ -47,20 +47,45 @@ def quiet_native_logs(argv: Sequence[str]) -> None:
 
 
 def route_logs(workdir: str | None, mode: str) -> pathlib.Path | None:
-  """Python logs at INFO into a file in `workdir` (the temp folder without one); the terminal shows
-  warnings only. Returns the log file, or None when --verbosity asked for the usual absl output."""
+  """Python logs at INFO into a file in `workdir` (the temp folder while it does not exist yet, so a run
+  refused for bad input leaves nothing behind; `adopt_workdir` moves the log in once the run made it);
+  the terminal shows warnings only. Returns the log file, or None when --verbosity asked for the usual
+  absl output."""
   if flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0:
     return None
-  folder = pathlib.Path(workdir) if workdir else pathlib.Path(tempfile.gettempdir())
-  folder.mkdir(parents=True, exist_ok=True)
-  path = folder / (LOG_NAME if workdir else f"talkingmem-{mode}.log")
+  if workdir and pathlib.Path(workdir).is_dir():
+    path = pathlib.Path(workdir) / LOG_NAME
+  else:
+    path = pathlib.Path(tempfile.gettempdir()) / f"talkingmem-{mode}-{os.getpid()}.log"
+  logging.set_verbosity(logging.INFO)  # records reach the handlers; each handler filters itself
+  logging.get_absl_handler().setLevel(std_logging.WARNING)
+  install_log_file(path)
+  return path
+
+
+def install_log_file(path: pathlib.Path) -> None:
+  """Sends INFO records to `path` (appending), replacing the log file installed before."""
+  root = std_logging.getLogger()
+  for handler in list(root.handlers):
+    if isinstance(handler, std_logging.FileHandler) and handler.baseFilename == active_log_file():
+      root.removeHandler(handler)
+      handler.close()
   file_handler = std_logging.FileHandler(path, encoding="utf-8")
   file_handler.setFormatter(logging.PythonFormatter())
   file_handler.setLevel(std_logging.INFO)
-  logging.set_verbosity(logging.INFO)  # records reach the handlers; each handler filters itself
-  logging.get_absl_handler().setLevel(std_logging.WARNING)
-  std_logging.getLogger().addHandler(file_handler)
-  return path
+  root.addHandler(file_handler)
+
+
+def adopt_workdir(workdir: str | pathlib.Path) -> None:
+  """Moves a temporary log (started before the workdir existed) into `workdir`/LOG_NAME."""
+  current = active_log_file()
+  target = pathlib.Path(workdir) / LOG_NAME
+  if current is None or pathlib.Path(current) == target:
+    return
+  install_log_file(target)
+  with open(target, "a", encoding="utf-8") as out:
+    out.write(pathlib.Path(current).read_text(encoding="utf-8"))
+  pathlib.Path(current).unlink(missing_ok=True)
 
 
 def format_metrics(values: Mapping[str, Any], limit: int = 6) -> str:

@@ -95,7 +95,9 @@ def dispatch() -> None:
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
       raise UserInputError(f"unexpected arguments {argv[1:]}; flags are written --name=value")
-    console.route_logs(flags.FLAGS.workdir, mode)  # library INFO logs to a file; --verbosity=1 keeps them
+    # Library INFO logs to a file (--verbosity=1 keeps them on the terminal): in the workdir only when this
+    # run trains into it; other modes read a workdir as input and leave it byte-identical.
+    console.route_logs(flags.FLAGS.workdir if mode == "train" else None, mode)
     command.run(loaded_config())
 
   jax.config.config_with_absl()

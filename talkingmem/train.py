@@ -151,6 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if changed:
     logging.info("Resuming with changed settings: %s", ", ".join(changed))
   workdir.mkdir(parents=True, exist_ok=True)
+  console.adopt_workdir(workdir)  # The log started in the temp folder while the workdir did not exist.
   if jax.process_index() == 0:
     checkpointing.save_config(workdir, config)
   task = get_task(config)
