@@ -54,6 +54,11 @@ STAGE2_RUNS = {"explicit": (None, {}), "implicit": ("implicit_memory", {}),
                "none": ("no_memory", {})}
 SIZES = {
     "full": {"a2e": ("latent", {"data.test_speakers": 2}), "renderer": ("interior", {})},
+    # `full`'s data and models with fewer steps: the whole 3-seed sweep in ~2 h of a 2-core CPU.
+    "medium": {"a2e": ("latent", {"data.test_speakers": 2, "train.num_steps": 1200,
+                                  "train.eval_every": 1200, "train.checkpoint_every": 1200}),
+               "renderer": ("interior", {"train.num_steps": 300, "train.eval_every": 300,
+                                         "train.checkpoint_every": 300})},
     "smoke": {
         "a2e": ("tiny", {"data.root": "{work}/data/a2e_latent_smoke",
                          "data.synthetic.clip_latent": True, "data.synthetic.num_speakers": 3,
@@ -195,11 +200,23 @@ def run_one(stage: str, size: str, run: str, seed: int, work: pathlib.Path, lmd:
   train_seconds = time.time() - tic
   result = (stage1_analysis(workdir, config) if stage == "stage1"
             else stage2_analysis(workdir, config, lmd))
-  result.update(stage=stage, run=run, seed=seed, num_steps=int(config.train.num_steps),
+  result.update(stage=stage, run=run, seed=seed, size=size, num_steps=int(config.train.num_steps),
                 train_seconds=round(train_seconds, 1),
                 analysis_seconds=round(time.time() - tic - train_seconds, 1))
   write_atomic(done, json.dumps(result, indent=1) + "\n")
   return result
+
+
+def finished_runs(work: pathlib.Path, size: str) -> list[dict[str, Any]]:
+  """Every run of `size` in `work` that has its ablation.json, in the tables' order."""
+  order = {**{("stage1", r): i for i, r in enumerate(STAGE1_RUNS)},
+           **{("stage2", r): 100 + i for i, r in enumerate(STAGE2_RUNS)}}
+  results = []
+  for path in work.glob("stage*/*/seed*/ablation.json"):
+    result = json.loads(path.read_text())
+    if result.get("size", size) == size and (result["stage"], result["run"]) in order:
+      results.append(result)
+  return sorted(results, key=lambda r: (order[(r["stage"], r["run"])], r["seed"]))
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
@@ -334,9 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_one(stage, args.size, run, seed, work, args.lmd))
         print(f"memface_ablation: {stage} {run} seed {seed}: {time.time() - tic:.0f} s",
               file=sys.stderr, flush=True)
+  # The tables show every finished run of this size in the workdir (seeds may come from several
+  # invocations, e.g. one seed at a time so that an interrupted sweep is balanced over runs).
+  results = finished_runs(work, args.size)
   write_atomic(work / "ablation.json", json.dumps(results, indent=1) + "\n")
   results_path = pathlib.Path(args.results) if args.results else (
-      REPO / "experiments" / "RESULTS.md" if args.size == "full" else work / "RESULTS.md")
+      REPO / "experiments" / "RESULTS.md" if args.size != "smoke" else work / "RESULTS.md")
   command = "python experiments/memface_ablation.py " + " ".join(argv if argv is not None
                                                                   else sys.argv[1:])
   write_results(results_path, tables(results, command, args.size))
