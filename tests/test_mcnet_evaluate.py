@@ -122,11 +122,11 @@ def test_summaries_count_missing_frames():
 
 def test_masked_values_only_count_masked_pixels():
 
-  gt = np.zeros((2, 4, 4, 3))
+  gt = np.zeros((2, 16, 16, 3))
   pred = gt.copy()
-  pred[:, :2] = 0.5  # Errors only in the top half.
-  masks = np.zeros((2, 4, 4), bool)
-  masks[0, :2] = True  # Frame 0: the mask covers exactly the wrong pixels; frame 1: an empty mask.
+  pred[:, :8] = 0.5  # Errors only in the top half.
+  masks = np.zeros((2, 16, 16), bool)
+  masks[0, :8] = True  # Frame 0: the mask covers exactly the wrong pixels; frame 1: an empty mask.
   values = evaluate.masked_values(pred, gt, masks)
   np.testing.assert_allclose(values["l1_disoccluded"][0], 0.5)
   np.testing.assert_allclose(values["psnr_disoccluded"][0], -10 * np.log10(0.25))

@@ -51,6 +51,45 @@ def test_baseline_has_no_memory():
   assert out["prediction"].shape == x.shape and out["memory"] == []
 
 
+def test_single_layer_memory_compensates_the_deepest_level_only():
+  config = tiny_model_config(64)
+  config.memory.layers = "first"
+  model = MCNet(config)
+  x = jnp.zeros((1, 64, 64, 3))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, x))
+  unit = shapes["params"]["generator"]["memory_unit"]
+  deepest = config.generator.num_down_blocks
+  assert {k for k in unit if k.startswith("out_conv_")} == {f"out_conv_{deepest}"}
+  out = jax.eval_shape(lambda v: model.apply(v, x, x), shapes)
+  assert len(out["memory"]) == 1 and out["prediction"].shape == x.shape
+
+
+@pytest.mark.parametrize("drop", ["iscm_keypoints", "iscm_features"])
+def test_iscm_without_an_input_ignores_it(drop):
+  """The scale code's MLP sees only the kept input: its width shrinks, and changing the dropped input
+  (the source keypoints, resp. the warped features) leaves the style unchanged; the kept one does not."""
+  from talkingmem.mcnet.memory import MemoryUnit
+  unit = MemoryUnit(((2, 16),), memory_channels=8, memory_size=4, style_dim=8, style_hidden=8,
+                    **{drop: False})
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(1, 8, 8, 16)), jnp.float32)
+  kp = jnp.asarray(rng.uniform(-1, 1, size=(1, 5, 2)), jnp.float32)
+  variables = unit.init(jax.random.PRNGKey(0), x, kp, 2)
+  assert variables["params"]["style_fc1"]["kernel"].shape[0] == (8 if drop == "iscm_keypoints" else 10)
+  style = lambda x, kp: np.asarray(unit.apply(variables, x, kp, 2)[1]["style"])
+  same_when_kp_moves = np.allclose(style(x, kp), style(x, kp + 0.3))
+  same_when_features_change = np.allclose(style(x, kp), style(x * 2.0 + 1.0, kp))
+  assert same_when_kp_moves == (drop == "iscm_keypoints")
+  assert same_when_features_change == (drop == "iscm_features")
+
+
+def test_iscm_needs_an_input():
+  config = tiny_model_config(64)
+  config.memory.update(iscm_keypoints=False, iscm_features=False)
+  with pytest.raises(ValueError, match="at least one input"):
+    _init(config, batch=1)
+
+
 def test_identity_keypoints_give_identity_motion(tiny_mcnet):
   """Same keypoints for source and driving: every sparse motion is the identity grid."""
   t = tiny_mcnet

@@ -84,3 +84,26 @@ def test_rejects_bad_shapes():
     image.ssim(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 3)))
   with pytest.raises(ValueError):
     image.psnr(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)))
+
+
+def test_masked_ssim_is_skimages_ssim_map_averaged_inside_the_mask(astronaut_pairs):
+  """skimage's full=True map, channels averaged, border of the window radius cropped, mean over the
+  mask; a frame whose mask lies entirely in the border has no value (NaN)."""
+  gt, pred = astronaut_pairs
+  gt, pred = gt[:2].astype(np.float64), pred[:2].astype(np.float64)
+  h, w = gt.shape[1:3]
+  yy, xx = np.mgrid[:h, :w]
+  masks = np.stack([(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (h / 4) ** 2, np.zeros((h, w), bool)])
+  masks[1, :3, :] = True  # Only border pixels: outside the region where the window fits.
+  got = np.asarray(image.masked_ssim(pred, gt, masks))
+  _, full = skimage.metrics.structural_similarity(pred[0], gt[0], gaussian_weights=True, sigma=1.5,
+                                  use_sample_covariance=False, data_range=1.0, channel_axis=-1,
+                                  full=True)
+  per_pixel = full.mean(-1)
+  inside = masks[0].copy()
+  inside[:5], inside[-5:], inside[:, :5], inside[:, -5:] = False, False, False, False
+  np.testing.assert_allclose(got[0], per_pixel[inside].mean(), atol=2e-5)
+  assert np.isnan(got[1])
+  # The whole-frame mask gives the ordinary SSIM.
+  whole = np.asarray(image.masked_ssim(pred, gt, np.ones((2, h, w), bool)))
+  np.testing.assert_allclose(whole, np.asarray(image.ssim(pred, gt, reduce=False)), atol=1e-6)

@@ -29,7 +29,10 @@ def model_config(image_size: int = 256) -> ml_collections.ConfigDict:
       kernel_temperature=34.0, attention_scale=0.25, attention_chunk=None,
       # 'flash': query chunks of attention_chunk (default 1024) with a custom VJP that keeps no
       # (B, HW, S²) probabilities for the backward; same values (tests/test_nn_attention.py).
-      attention_impl="plain"))
+      attention_impl="plain",
+      # Paper Table 4 ablations: layers='first' compensates the deepest level only ("single layer");
+      # iscm_keypoints / iscm_features=False drop that input of the implicit scale code.
+      layers="all", iscm_keypoints=True, iscm_features=True))
   m.conv_method = "auto"  # per-sample convs: auto (im2col on CPU, grouped elsewhere), grouped, vmap, im2col
   return m
 

@@ -49,7 +49,7 @@ from talkingmem.metrics import image as image_metrics
 
 PIXEL_METRICS = ("l1", "psnr", "ssim")
 # Inside the ground-truth disocclusion mask (synthetic data only; NaN for frames with an empty mask).
-MASKED_METRICS = ("l1_disoccluded", "psnr_disoccluded", "disoccluded_fraction")
+MASKED_METRICS = ("l1_disoccluded", "psnr_disoccluded", "ssim_disoccluded", "disoccluded_fraction")
 FACE_METRICS = ("akd", "aed", "csim")
 NOT_OFFLINE = ("needs py-feat's action-unit and head-pose models, which cannot be obtained offline; "
                "not computed")
@@ -220,7 +220,8 @@ def _disocclusion_masks(store, video, size: tuple[int, int]) -> np.ndarray | Non
 
 
 def masked_values(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-frame L1 and PSNR inside (N, H, W) masks of (N, H, W, C) images in [0, 1]."""
+  """Per-frame L1, PSNR and SSIM inside (N, H, W) masks of (N, H, W, C) images in [0, 1] (SSIM: the
+  SSIM map's mean over the masked pixels at least the window's radius from the border)."""
   weight = masks[..., None].astype(np.float64)
   count = weight.sum((1, 2, 3)) * pred.shape[-1]
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -229,6 +230,7 @@ def masked_values(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> dict[s
     mse = (weight * diff * diff).sum((1, 2, 3)) / count
     psnr = np.where(count > 0, -10 * np.log10(np.maximum(mse, 1e-10)), np.nan)
   return {"l1_disoccluded": np.where(count > 0, l1, np.nan), "psnr_disoccluded": psnr,
+          "ssim_disoccluded": np.asarray(image_metrics.masked_ssim(pred, gt, masks), np.float64),
           "disoccluded_fraction": masks.mean((1, 2))}
 
 

@@ -28,9 +28,15 @@ def decoder_channels(enc: Sequence[int]) -> list[tuple[int, int]]:
   return [(enc[n] if i == 0 else 2 * enc[n - i], enc[n - 1 - i]) for i in range(n)]
 
 
-def memory_levels(num_down_blocks: int) -> list[int]:
-  """Levels the memory unit compensates, deepest first: n, n-1, ..., 1 (never full resolution)."""
-  return list(range(num_down_blocks, 0, -1))
+def memory_levels(num_down_blocks: int, layers: str = "all") -> list[int]:
+  """Levels the memory unit compensates, deepest first: n, n-1, ..., 1 (never full resolution).
+
+  layers='first': the deepest level only (paper Table 4, "MCNet (single layer)").
+  """
+  if layers not in ("all", "first"):
+    raise ValueError(f"memory.layers must be 'all' or 'first', got {layers!r}")
+  levels = list(range(num_down_blocks, 0, -1))
+  return levels[:1] if layers == "first" else levels
 
 
 REMAT_PARTS = ("memory", "decoder")
@@ -71,7 +77,8 @@ class Generator(nn.Module):
                noise: Sequence[jax.Array] | jax.Array | None = None) -> dict:
     """noise: None (deterministic), a PRNG key, or one (B, S, S, 1) array per memory call."""
     enc = encoder_channels(self.block_expansion, self.max_features, self.num_down_blocks)
-    levels = memory_levels(self.num_down_blocks)
+    memory_options = dict(self.memory or {})
+    levels = memory_levels(self.num_down_blocks, memory_options.pop("layers", "all"))
     unit = None
     # Static arguments (indices count the module as 0): the memory level, and BatchNorm's `train`.
     memory_class = rematerialised(MemoryUnit, self.remat, "memory", self.remat_policy, (3,))
@@ -79,7 +86,7 @@ class Generator(nn.Module):
     up_block = rematerialised(UpBlock2d, self.remat, "decoder", self.remat_policy, (2,))
     if self.use_memory:
       unit = memory_class(tuple((lvl, enc[lvl]) for lvl in levels), conv_method=self.conv_method,
-                        name="memory_unit", **(self.memory or {}))
+                        name="memory_unit", **memory_options)
     noises = self._noise_per_call(noise, source.shape[0], len(levels))
 
     maps = [SameBlock2d(enc[0], 7, 3, name="first")(source, train)]
@@ -115,7 +122,7 @@ class Generator(nn.Module):
       skip = warp(maps[-(i + 2)])
       out["warped"].append(skip)
       if i < self.num_down_blocks - 1:
-        if unit is not None:
+        if unit is not None and levels[i + 1:]:
           skip, internals = unit(skip, kp_values, levels[i + 1], noises[i + 1])
           out["memory"].append(dict(internals, output=skip))
         x = jnp.concatenate([x, skip], axis=-1)

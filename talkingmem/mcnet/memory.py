@@ -43,6 +43,9 @@ class MemoryUnit(nn.Module):
   attention_scale: float = 0.25
   attention_chunk: int | None = None
   attention_impl: str = "plain"  # 'plain' or 'flash' (nn/attention.py: custom VJP, no score matrix kept)
+  # ISCM inputs (paper Table 4 ablations "ISCM w/o keypoints" / "ISCM w/o F_proj"); both in the paper.
+  iscm_keypoints: bool = True
+  iscm_features: bool = True
   conv_method: str = DEFAULT_METHOD
 
   @nn.compact
@@ -59,7 +62,8 @@ class MemoryUnit(nn.Module):
     same, processed = split_even_odd(x)
     feat = conv(c, 1, name=f"feat_proj_{level}")(processed)
     # ISCM: an implicit scale code from pooled features and source keypoints conditions the memory.
-    style_in = jnp.concatenate([jnp.mean(feat, axis=(1, 2)), kp_source.reshape(b, -1)], axis=-1)
+    style_in = jnp.concatenate(iscm_inputs(feat, kp_source, self.iscm_features, self.iscm_keypoints),
+                               axis=-1)
     hidden = nn.relu(nn.Dense(self.style_hidden, kernel_init=torch_default_init, name="style_fc1")(style_in))
     style = nn.Dense(self.style_dim, kernel_init=torch_default_init, name="style_fc2")(hidden)
     memory = jnp.broadcast_to(meta_memory, (b, s, s, c))
@@ -83,6 +87,16 @@ class MemoryUnit(nn.Module):
                  "residual": residual, "style_input": style_in, "style": style,
                  "kernel_attention": kernel_attention}
     return merge_even_odd(same, out), internals
+
+
+def iscm_inputs(feat: jax.Array, kp_source: jax.Array, features: bool, keypoints: bool
+                ) -> list[jax.Array]:
+  """ISCM's input parts: the pooled projected feature and/or the flattened source keypoints."""
+  if not (features or keypoints):
+    raise ValueError("memory.iscm_features and memory.iscm_keypoints are both False: the implicit scale "
+                     "code needs at least one input (use model.use_memory=False for no memory at all)")
+  return ([jnp.mean(feat, axis=(1, 2))] if features else []) + (
+      [kp_source.reshape(kp_source.shape[0], -1)] if keypoints else [])
 
 
 def memory_target(feat: jax.Array, size: tuple[int, int]) -> jax.Array:

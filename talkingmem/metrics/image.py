@@ -15,7 +15,7 @@ import numpy as np
 
 from talkingmem.nn.separable import filter_hw, filter_matrix
 
-__all__ = ["l1", "psnr", "ssim", "gaussian_window"]
+__all__ = ["l1", "psnr", "ssim", "ssim_map", "masked_ssim", "gaussian_window"]
 
 _K1, _K2 = 0.01, 0.03
 
@@ -65,9 +65,9 @@ def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
   return filter_hw(x, rows, cols)
 
 
-def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
-         sigma: float = 1.5, reduce: bool = True) -> jax.Array:
-  """Gaussian-window SSIM per image (N,), or its batch mean (see module doc)."""
+def ssim_map(a: jax.Array, b: jax.Array, data_range: float = 1.0, sigma: float = 1.5) -> jax.Array:
+  """Per-pixel SSIM (N, H - 2r, W - 2r, C) where the window of radius r fits inside the image: skimage's
+  `full=True` map with its r-pixel border cropped (the part its mean uses)."""
   a, b = _check(a, b)
   taps = gaussian_window(sigma)
   if min(a.shape[1:3]) < len(taps):
@@ -82,6 +82,22 @@ def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
   ux, uy, mx, my, sxx, syy, sxy = jnp.split(stats, 7, axis=-1)
   vx, vy, vxy = sxx - mx * mx, syy - my * my, sxy - mx * my
   c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-  s = ((2 * ux * uy + c1) * (2 * vxy + c2) /
-       ((ux * ux + uy * uy + c1) * (vx + vy + c2)))
-  return _reduce(s.mean(axis=(1, 2, 3)), reduce)
+  return ((2 * ux * uy + c1) * (2 * vxy + c2) /
+          ((ux * ux + uy * uy + c1) * (vx + vy + c2)))
+
+
+def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
+         sigma: float = 1.5, reduce: bool = True) -> jax.Array:
+  """Gaussian-window SSIM per image (N,), or its batch mean (see module doc)."""
+  return _reduce(ssim_map(a, b, data_range, sigma).mean(axis=(1, 2, 3)), reduce)
+
+
+def masked_ssim(a: jax.Array, b: jax.Array, masks: jax.Array, data_range: float = 1.0,
+                sigma: float = 1.5) -> jax.Array:
+  """(N,) mean SSIM over the pixels of (N, H, W) masks whose window fits in the image (NaN where a
+  mask has no such pixel): the SSIM map's mean restricted to a region, channels averaged."""
+  per_pixel = ssim_map(a, b, data_range, sigma).mean(axis=-1)
+  r = (a.shape[1] - per_pixel.shape[1]) // 2
+  inside = jnp.asarray(masks, jnp.float32)[:, r:a.shape[1] - r, r:a.shape[2] - r]
+  count = inside.sum(axis=(1, 2))
+  return jnp.where(count > 0, (per_pixel * inside).sum(axis=(1, 2)) / jnp.maximum(count, 1), jnp.nan)
