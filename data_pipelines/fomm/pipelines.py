@@ -62,6 +62,9 @@ class DataConfig:
     eval_batch_size: pairs per batch of a CSV pair list.
     decoded_cache_mb: folders only: MB of decoded videos kept in memory per
       process (worth it when the whole dataset fits: the synthetic demo).
+    pair_sampling, pair_candidates, disocclusion_fraction: how training pairs
+      are drawn (pairs.PairSampling: 'uniform', or 'disocclusion' to favour
+      pairs with large yaw / occluder differences).
   """
   root: str = ""
   format: str = "folders"
@@ -81,6 +84,9 @@ class DataConfig:
   eval_chunk_size: int | None = 64
   eval_batch_size: int = 16
   decoded_cache_mb: float = 0
+  pair_sampling: str = "uniform"
+  pair_candidates: int = 8
+  disocclusion_fraction: float = 0.5
 
 
 def as_data_config(config: Any) -> DataConfig:
@@ -141,7 +147,9 @@ def train_dataset(config: Any, *, store: VideoStore | None = None,
   store = make_store(cfg) if store is None else store
   source = pair_source.TrainPairSource(
       store, split=cfg.train_split, seed=cfg.seed, num_repeats=cfg.num_repeats,
-      id_sampling=cfg.id_sampling, augment=_augment_config(cfg.augment))
+      id_sampling=cfg.id_sampling, augment=_augment_config(cfg.augment),
+      sampling=pair_source.PairSampling(cfg.pair_sampling, cfg.pair_candidates,
+                                        cfg.disocclusion_fraction))
   ds = grain_utils.train_slot_dataset(len(source), seed=cfg.seed, process_index=index,
                                       process_count=count, num_epochs=cfg.num_epochs,
                                       local_batch=local_batch)
