@@ -104,18 +104,27 @@ def valid_weighted_means(per_example: Iterable[dict[str, Any]]) -> tuple[dict[st
   """({metric: mean over valid examples}, number of valid examples) of per-example metric batches.
 
   Each batch maps metric names to arrays with a leading example axis; its optional "valid" entry
-  (padding is False) weights the examples, all valid without it.
+  (padding is False) weights the examples, all valid without it. An optional "weights" entry maps
+  some metric names to their own per-example weights (e.g. 0 where a masked metric has no pixels),
+  which multiply "valid" for that metric; such a metric with no weight anywhere is NaN.
   """
   sums: dict[str, float] = {}
+  weight_sums: dict[str, float] = {}
+  weighted: set[str] = set()
   count = 0.0
   for metrics in per_example:
     metrics = dict(metrics)
+    own_weights = metrics.pop("weights", {})
+    weighted.update(own_weights)
     size = len(np.asarray(next(iter(metrics.values()))))
     valid = np.asarray(metrics.pop("valid", np.ones(size)), np.float64)
     count += valid.sum()
     for k, v in metrics.items():
-      sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * valid))
-  return {k: v / max(count, 1.0) for k, v in sums.items()}, count
+      w = valid * np.asarray(own_weights[k], np.float64) if k in own_weights else valid
+      sums[k] = sums.get(k, 0.0) + float(np.sum(np.asarray(v, np.float64) * w))
+      weight_sums[k] = weight_sums.get(k, 0.0) + float(w.sum())
+  return {k: (float("nan") if k in weighted and weight_sums[k] == 0 else v / max(weight_sums[k], 1.0))
+          for k, v in sums.items()}, count
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

@@ -9,6 +9,8 @@ Visibility is per triangle (the mesh's resolution), which is the ground truth th
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -36,3 +38,17 @@ def clip_masks(surface: np.ndarray, source_index: int = 0, visible: np.ndarray |
   against frame `source_index`."""
   seen = None if visible is None else visible[source_index]
   return np.stack([disocclusion_mask(surface[source_index], s, seen) for s in surface])
+
+
+def video_masks(store: Any, video: Any, size: tuple[int, int]) -> np.ndarray | None:
+  """(T, H, W) masks of every frame of a store's video against its frame 0 (the FOMM reconstruction
+  protocol's source) at `size`, from the video's metadata; None when it has no surface maps (real
+  data). Resized by nearest neighbour: a mask stays a mask."""
+  meta = store.metadata(video) if hasattr(store, "metadata") else None
+  if not meta or "surface" not in meta:
+    return None
+  visible = np.asarray(meta["visible_triangles"]) if "visible_triangles" in meta else None
+  masks = clip_masks(np.asarray(meta["surface"]), 0, visible)
+  rows = (np.arange(size[0]) * masks.shape[1] // size[0]).astype(int)
+  cols = (np.arange(size[1]) * masks.shape[2] // size[1]).astype(int)
+  return masks[:, rows][:, :, cols]

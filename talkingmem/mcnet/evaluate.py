@@ -207,31 +207,15 @@ def _ground_truth_landmarks(store, video, size: tuple[int, int]) -> np.ndarray |
   return (np.asarray(meta["landmarks"], np.float64) + 0.5) * scale - 0.5
 
 
-def _disocclusion_masks(store, video, size: tuple[int, int]) -> np.ndarray | None:
-  """(T, H, W) masks of every frame against frame 0 (the protocol's source) at the evaluated size."""
-  meta = store.metadata(video) if hasattr(store, "metadata") else None
-  if not meta or "surface" not in meta:
-    return None
-  visible = np.asarray(meta["visible_triangles"]) if "visible_triangles" in meta else None
-  masks = disocclusion.clip_masks(np.asarray(meta["surface"]), 0, visible)
-  rows = (np.arange(size[0]) * masks.shape[1] // size[0]).astype(int)
-  cols = (np.arange(size[1]) * masks.shape[2] // size[1]).astype(int)
-  return masks[:, rows][:, :, cols]  # Nearest neighbour: a mask stays a mask.
-
-
 def masked_values(pred: np.ndarray, gt: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-frame L1, PSNR and SSIM inside (N, H, W) masks of (N, H, W, C) images in [0, 1] (SSIM: the
-  SSIM map's mean over the masked pixels at least the window's radius from the border)."""
-  weight = masks[..., None].astype(np.float64)
-  count = weight.sum((1, 2, 3)) * pred.shape[-1]
-  with np.errstate(invalid="ignore", divide="ignore"):
-    diff = pred.astype(np.float64) - gt.astype(np.float64)
-    l1 = (weight * np.abs(diff)).sum((1, 2, 3)) / count
-    mse = (weight * diff * diff).sum((1, 2, 3)) / count
-    psnr = np.where(count > 0, -10 * np.log10(np.maximum(mse, 1e-10)), np.nan)
-  return {"l1_disoccluded": np.where(count > 0, l1, np.nan), "psnr_disoccluded": psnr,
-          "ssim_disoccluded": np.asarray(image_metrics.masked_ssim(pred, gt, masks), np.float64),
-          "disoccluded_fraction": masks.mean((1, 2))}
+  """Per-frame L1, PSNR and SSIM inside (N, H, W) masks of (N, H, W, C) images in [0, 1] (NaN for an
+  empty mask; SSIM: the SSIM map's mean over the masked pixels at least the window's radius from the
+  border), and the masks' share of the frame."""
+  values = {"l1_disoccluded": image_metrics.masked_l1(pred, gt, masks),
+            "psnr_disoccluded": image_metrics.masked_psnr(pred, gt, masks),
+            "ssim_disoccluded": image_metrics.masked_ssim(pred, gt, masks)}
+  return {**{k: np.asarray(v, np.float64) for k, v in values.items()},
+          "disoccluded_fraction": np.asarray(masks, np.float64).mean((1, 2))}
 
 
 def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions = EvalOptions(),
@@ -257,7 +241,7 @@ def reconstruction(loaded: LoadedModel, data_config: Any, options: EvalOptions =
     if lpips_metric is not None:
       values["lpips"] = np.asarray(lpips_metric(pred, gt))
     if name not in masks_of:
-      masks_of[name] = _disocclusion_masks(store, store.find(name, cfg.eval_split), gt.shape[1:3])
+      masks_of[name] = disocclusion.video_masks(store, store.find(name, cfg.eval_split), gt.shape[1:3])
     if masks_of[name] is not None:
       values.update(masked_values(pred, gt, masks_of[name][frames]))
     if options.face_metrics:

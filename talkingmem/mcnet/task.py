@@ -10,7 +10,7 @@ import numpy as np
 import optax
 
 from data_pipelines.fomm import pipelines
-from data_pipelines.synthetic import video_set
+from data_pipelines.synthetic import disocclusion, video_set
 from talkingmem import losses as image_losses
 from talkingmem.mcnet import losses
 from talkingmem.mcnet.model import MCNet
@@ -61,16 +61,24 @@ class MCNetTask(Task):
     """FOMM protocol chunks as batches: the video's first frame as source for every driving frame."""
     ensure_synthetic_data(self.config.data)
     data = self.config.data
-    chunks = pipelines.reconstruction_dataset(data, pad=True, process_index=process_index,
+    store = pipelines.make_store(data)
+    chunks = pipelines.reconstruction_dataset(data, store=store, pad=True, process_index=process_index,
                                               process_count=process_count)
     max_videos = self.config.get("eval", {}).get("num_videos")
-    seen = set()
+    seen, masks_of = set(), {}
     for chunk in chunks:
-      seen.add(chunk["video"])
+      name = str(chunk["video"])
+      seen.add(name)
       if max_videos is not None and len(seen) > max_videos:
         return
-      yield {"source": np.broadcast_to(chunk["source"], chunk["driving"].shape),
-             "driving": chunk["driving"], "valid": chunk["valid"]}
+      batch = {"source": np.broadcast_to(chunk["source"], chunk["driving"].shape),
+               "driving": chunk["driving"], "valid": chunk["valid"]}
+      if name not in masks_of:  # Ground-truth disocclusion masks: synthetic data only.
+        video = store.find(name, data.get("eval_split", "test"))
+        masks_of[name] = disocclusion.video_masks(store, video, chunk["driving"].shape[1:3])
+      if masks_of[name] is not None:
+        batch["disocclusion_mask"] = masks_of[name][chunk["frame_indices"]]
+      yield batch
 
   def steps_per_epoch(self) -> int:
     store = pipelines.make_store(self.config.data)
@@ -234,6 +242,17 @@ class MCNetTask(Task):
       for name, image in (("l1_occluded", pred), ("l1_deformed_source_occluded", gen["deformed"])):
         err = jnp.mean(jnp.abs(image - drv), -1, keepdims=True)
         metrics[name] = jnp.sum(weight * err, (1, 2, 3)) / jnp.maximum(jnp.sum(weight, (1, 2, 3)), 1e-6)
+    if "disocclusion_mask" in batch:  # Means over the frames whose mask has pixels (task.valid_weighted_means).
+      mask = batch["disocclusion_mask"]
+      metrics["weights"] = {}
+      for name, value in (("l1_disoccluded", image_metrics.masked_l1(pred, drv, mask)),
+                          ("psnr_disoccluded", image_metrics.masked_psnr(pred, drv, mask)),
+                          ("l1_deformed_source_disoccluded",
+                           image_metrics.masked_l1(gen["deformed"], drv, mask)),
+                          ("l1_source_disoccluded", image_metrics.masked_l1(batch["source"], drv, mask))):
+        has_pixels = ~jnp.isnan(value)
+        metrics[name] = jnp.where(has_pixels, value, 0.0)
+        metrics["weights"][name] = has_pixels
     return metrics
 
   def summaries(self, variables, batch):

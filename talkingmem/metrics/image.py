@@ -15,7 +15,7 @@ import numpy as np
 
 from talkingmem.nn.separable import filter_hw, filter_matrix
 
-__all__ = ["l1", "psnr", "ssim", "ssim_map", "masked_ssim", "gaussian_window"]
+__all__ = ["l1", "psnr", "ssim", "ssim_map", "masked_l1", "masked_psnr", "masked_ssim", "gaussian_window"]
 
 _K1, _K2 = 0.01, 0.03
 
@@ -90,6 +90,26 @@ def ssim(a: jax.Array, b: jax.Array, data_range: float = 1.0,
          sigma: float = 1.5, reduce: bool = True) -> jax.Array:
   """Gaussian-window SSIM per image (N,), or its batch mean (see module doc)."""
   return _reduce(ssim_map(a, b, data_range, sigma).mean(axis=(1, 2, 3)), reduce)
+
+
+def _masked_mean(values: jax.Array, masks: jax.Array) -> jax.Array:
+  """(N,) mean of (N, H, W, C) values over the pixels of (N, H, W) masks, NaN for an empty mask."""
+  weight = jnp.asarray(masks, jnp.float32)[..., None]
+  count = weight.sum(axis=(1, 2, 3)) * values.shape[-1]
+  return jnp.where(count > 0, (weight * values).sum(axis=(1, 2, 3)) / jnp.maximum(count, 1), jnp.nan)
+
+
+def masked_l1(a: jax.Array, b: jax.Array, masks: jax.Array) -> jax.Array:
+  """(N,) mean absolute error inside (N, H, W) masks (NaN where a mask is empty)."""
+  a, b = _check(a, b)
+  return _masked_mean(jnp.abs(a - b), masks)
+
+
+def masked_psnr(a: jax.Array, b: jax.Array, masks: jax.Array, data_range: float = 1.0) -> jax.Array:
+  """(N,) PSNR in dB of the pixels inside (N, H, W) masks (NaN where a mask is empty)."""
+  a, b = _check(a, b)
+  mse = _masked_mean(jnp.square(a - b), masks)
+  return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse, 1e-10))
 
 
 def masked_ssim(a: jax.Array, b: jax.Array, masks: jax.Array, data_range: float = 1.0,
