@@ -13,6 +13,9 @@ Variants (`configs/mcnet.py:NAME`):
   fixture   the paper's 256x256 layout with the official fixtures' small widths (kp/dense motion/generator
             8..64 channels, memory 16x16x16): what experiments/benchmark_vs_official.py runs on a CPU
 Any field can be overridden, e.g. --config.model.num_kp=10 --config.data.root=/data/vox.
+The paper's Table-4 ablations are fields: --config.model.memory.layers=first (single layer),
+--config.model.memory.iscm_keypoints=False / iscm_features=False (ISCM inputs); training pairs that
+stress disocclusion: --config.data.pair_sampling=disocclusion (experiments/memory_ablation.py runs them all).
 """
 from __future__ import annotations
 
