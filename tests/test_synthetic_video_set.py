@@ -151,6 +151,21 @@ def test_motion_is_reproducible_and_in_range():
   assert np.all(foreign.exp_coeffs[:, 1] == 0)
 
 
+def test_head_motion_scales_the_movement_within_a_clip_only():
+  """Same draws, amplitudes scaled: the per-frame deviations of yaw / pitch / tx / ty from the clip's
+  own offsets grow by exactly the factor (away from the clip limits), expressions are untouched."""
+  names = fm.EXPRESSION_NAMES
+  for style in ("lively", "calm"):
+    base = motion.sample_clip_motion(np.random.default_rng(3), 50, names, style=style)
+    double = motion.sample_clip_motion(np.random.default_rng(3), 50, names, style=style, head_motion=2.0)
+    np.testing.assert_array_equal(base.exp_coeffs, double.exp_coeffs)
+    for axis in (0, 1, 3, 4):  # yaw, pitch, tx, ty
+      offset = base.pose[0, axis] - (double.pose[0, axis] - base.pose[0, axis])  # the constant part
+      np.testing.assert_allclose(double.pose[:, axis] - offset, 2 * (base.pose[:, axis] - offset),
+                                 atol=1e-5)
+    np.testing.assert_array_equal(base.pose[:, 5], double.pose[:, 5])  # scale: unchanged
+
+
 def test_split_holds_out_identities():
   is_test = video_set.split_identities(50, 0.2, seed=0)
   assert is_test.sum() == 10

@@ -107,14 +107,14 @@ def _clip_format(video_format: str, identity_index: int, clip_index: int) -> str
 
 
 def generate_clip(model: face_model_lib.FaceModel, *, seed: int, identity_index: int,
-                  clip_index: int, frames_per_clip: int, size: int, fps: float
-                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                  clip_index: int, frames_per_clip: int, size: int, fps: float,
+                  head_motion: float = 1.0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Frames and metadata of one clip, a pure function of its arguments."""
   identity = sample_identity(model, seed, identity_index)
   rng = keyed_rng(seed, identity_index, _CLIP_KEY, clip_index)
   scene = scene_lib.sample_scene(rng)
   motion = motion_lib.sample_clip_motion(rng, frames_per_clip, model.exp_names, fps,
-                                         skin=identity.appearance.skin)
+                                         skin=identity.appearance.skin, head_motion=head_motion)
   frames, arrays = render_clip(model, identity, scene, motion, size)
   meta = dict(
       pose=motion.pose.astype(np.float32), id_coeffs=identity.id_coeffs.astype(np.float32),
@@ -143,7 +143,7 @@ def _work(task: dict) -> tuple[str, int]:
   frames, meta = generate_clip(
       _WORKER_MODEL, seed=task["seed"], identity_index=task["identity"],
       clip_index=task["clip"], frames_per_clip=task["frames"], size=task["size"],
-      fps=task["fps"])
+      fps=task["fps"], head_motion=task["head_motion"])
   base = pathlib.Path(task["dir"]) / clip_name(task["identity"], task["clip"])
   suffix = {"mp4": ".mp4", "gif": ".gif", "png": ""}[task["format"]]
   video_io.write_video(str(base) + suffix, frames, fps=task["fps"])
@@ -154,7 +154,8 @@ def _work(task: dict) -> tuple[str, int]:
 def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
                      clips_per_identity: int = 2, frames_per_clip: int = 32, size: int = 64,
                      seed: int = 0, test_fraction: float = 0.1, video_format: str = "mp4",
-                     fps: float = motion_lib.FPS, workers: int | None = None) -> dict:
+                     fps: float = motion_lib.FPS, head_motion: float = 1.0,
+                     workers: int | None = None) -> dict:
   """Writes the dataset and returns the summary stored in dataset_info.json.
 
   Args:
@@ -168,6 +169,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
     video_format: "mp4" (H.264, lossy), "png" (lossless frame folders), "gif",
       or "mix" (mp4 and png alternating).
     fps: frame rate of motion and videos.
+    head_motion: scales the head's movement within each clip (1: the default amplitudes).
     workers: processes (default: all CPUs); the output does not depend on it.
   """
   if video_format not in VIDEO_FORMATS:
@@ -187,7 +189,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
     (out / split).mkdir(exist_ok=True)
     for c in range(clips_per_identity):
       tasks.append(dict(seed=seed, identity=i, clip=c, frames=frames_per_clip, size=size,
-                        fps=fps, split=split, dir=str(out / split),
+                        fps=fps, head_motion=head_motion, split=split, dir=str(out / split),
                         format=_clip_format(video_format, i, c)))
   workers = pool_size(workers, len(tasks))
   if workers == 1:
@@ -205,7 +207,8 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_identities: int = 300,
       train_identities=int((~is_test).sum()), test_identities=int(is_test.sum()),
       clips_per_identity=clips_per_identity, frames_per_clip=frames_per_clip,
       num_videos={s: sum(1 for r, _ in results if r == s) for s in ("train", "test")},
-      num_frames=num_frames, size=size, fps=fps, seed=seed, test_fraction=test_fraction,
+      num_frames=num_frames, size=size, fps=fps, head_motion=head_motion, seed=seed,
+      test_fraction=test_fraction,
       video_format=video_format, workers=workers,
       generation_seconds=round(seconds, 3),
       frames_per_second=round(num_frames / max(seconds, 1e-9), 2),
@@ -222,7 +225,8 @@ CLI_OPTIONS = {
     "size": generator_cli.Option(int), "num_identities": generator_cli.Option(int),
     "clips_per_identity": generator_cli.Option(int), "frames_per_clip": generator_cli.Option(int),
     "seed": generator_cli.Option(int), "test_fraction": generator_cli.Option(float),
-    "video_format": generator_cli.Option(VIDEO_FORMATS), "fps": generator_cli.Option(float)}
+    "video_format": generator_cli.Option(VIDEO_FORMATS), "fps": generator_cli.Option(float),
+    "head_motion": generator_cli.Option(float)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,8 +28,10 @@ def ensure_synthetic_data(data_config) -> None:
   synth = data_config.get("synthetic")
   if synth is None:
     return
-  size, seed = int(data_config.image_size), int(data_config.seed)
-  ensure_synthetic(data_config.root, dict(synth.to_dict(), size=size),
+  # The set's own seed, not data.seed (which seeds the pair sampling): runs with other seeds (an
+  # ablation's) read the same faces, and a cached set made from another seed is refused.
+  size, seed = int(data_config.image_size), int(data_config.get("synthetic_seed", 0))
+  ensure_synthetic(data_config.root, dict(synth.to_dict(), size=size, seed=seed),
                    lambda root: video_set.generate_dataset(root, size=size, seed=seed, **synth.to_dict()),
                    "talking-face dataset")
 

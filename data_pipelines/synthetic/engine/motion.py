@@ -59,23 +59,29 @@ def _smooth_step(t, start, duration):
   return x * x * (3 - 2 * x)
 
 
-def head_pose(rng: np.random.Generator, num_frames: int, fps: float, style: str) -> np.ndarray:
-  """(T, 6) smooth head pose; "turn" clips sweep yaw by up to ~50 degrees."""
+def head_pose(rng: np.random.Generator, num_frames: int, fps: float, style: str,
+              head_motion: float = 1.0) -> np.ndarray:
+  """(T, 6) smooth head pose; "turn" clips sweep yaw by up to ~50 degrees.
+
+  head_motion scales the movement within the clip (rotation and translation wander, nods, the turn's
+  sweep); the random draws are the same whatever its value, only these amplitudes change.
+  """
   t = np.arange(num_frames) / fps
   lively = {"calm": 0.4, "lively": 1.0, "turn": 0.7}[style]
+  moving = lively * head_motion  # Amplitudes only: how many nods and the draws do not change.
   sig = 0.45 * fps
-  yaw = rng.normal(0, 0.18) + 0.16 * lively * smooth_noise(rng, num_frames, sig)
-  pitch = rng.normal(0, 0.08) + 0.06 * lively * smooth_noise(rng, num_frames, sig)
-  roll = rng.normal(0, 0.05) + 0.04 * lively * smooth_noise(rng, num_frames, sig)
+  yaw = rng.normal(0, 0.18) + 0.16 * moving * smooth_noise(rng, num_frames, sig)
+  pitch = rng.normal(0, 0.08) + 0.06 * moving * smooth_noise(rng, num_frames, sig)
+  roll = rng.normal(0, 0.05) + 0.04 * moving * smooth_noise(rng, num_frames, sig)
   if style == "turn":
     start = rng.uniform(0.1, 0.5) * t[-1] if num_frames > 1 else 0.0
-    sweep = rng.choice([-1, 1]) * rng.uniform(0.5, 0.9)
+    sweep = rng.choice([-1, 1]) * rng.uniform(0.5, 0.9) * head_motion
     yaw = yaw - sweep / 2 + sweep * _smooth_step(t, start, rng.uniform(0.4, 1.0))
   # Nods: quick pitch pulses while talking.
   for _ in range(rng.poisson(0.4 * lively * max(t[-1], 0.04))):
-    pitch = pitch + rng.uniform(0.03, 0.1) * _bump(t, rng.uniform(0, t[-1] + 1e-6), 0.25)
-  tx = rng.normal(0, 0.025) + 0.015 * lively * smooth_noise(rng, num_frames, 0.8 * fps)
-  ty = rng.normal(0, 0.02) + 0.01 * lively * smooth_noise(rng, num_frames, 0.8 * fps)
+    pitch = pitch + rng.uniform(0.03, 0.1) * head_motion * _bump(t, rng.uniform(0, t[-1] + 1e-6), 0.25)
+  tx = rng.normal(0, 0.025) + 0.015 * moving * smooth_noise(rng, num_frames, 0.8 * fps)
+  ty = rng.normal(0, 0.02) + 0.01 * moving * smooth_noise(rng, num_frames, 0.8 * fps)
   scale = rng.uniform(0.88, 1.1) * (1 + 0.02 * lively * smooth_noise(rng, num_frames, fps))
   pose = np.stack([np.clip(yaw, -1.0, 1.0), np.clip(pitch, -0.4, 0.4), np.clip(roll, -0.3, 0.3),
                    tx, ty, scale], 1)
@@ -205,7 +211,7 @@ def occluder_tracks(rng: np.random.Generator, num_frames: int, fps: float,
 
 def sample_clip_motion(rng: np.random.Generator, num_frames: int, exp_names: Sequence[str],
                        fps: float = FPS, skin: np.ndarray | None = None,
-                       style: str | None = None) -> ClipMotion:
+                       style: str | None = None, head_motion: float = 1.0) -> ClipMotion:
   """Draws all per-frame motion of one clip.
 
   Args:
@@ -215,13 +221,14 @@ def sample_clip_motion(rng: np.random.Generator, num_frames: int, exp_names: Seq
     fps: frame rate the motion is sampled at.
     skin: (3,) colour for a hand occluder.
     style: one of STYLES; drawn at random when None.
+    head_motion: scales the head's movement within the clip (`head_pose`).
 
   Returns:
     The clip's motion.
   """
   if style is None:
     style = STYLES[rng.choice(len(STYLES), p=[0.35, 0.4, 0.25])]
-  pose = head_pose(rng, num_frames, fps, style)
+  pose = head_pose(rng, num_frames, fps, style, head_motion)
   named = speech_expressions(rng, num_frames, fps)
   named["blink_left"], named["blink_right"] = blinks(rng, num_frames, fps)
   exp = np.zeros((num_frames, len(exp_names)), np.float32)
