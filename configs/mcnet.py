@@ -30,7 +30,7 @@ def _data(root: str, image_size: int, batch_size: int) -> ml_collections.ConfigD
   return ml_collections.ConfigDict(dict(
       root=root, format="folders", dataset=None, image_size=image_size, num_repeats=75,
       id_sampling=True, augment=True, batch_size=batch_size, seed=0, worker_count=0, read_threads=2,
-      eval_chunk_size=16, synthetic=None, decoded_cache_mb=0,
+      eval_chunk_size=16, synthetic=None, synthetic_seed=0, decoded_cache_mb=0,
       # 'disocclusion': favour pairs with large yaw / occluder differences (data_pipelines/fomm/pairs.py).
       pair_sampling="uniform", pair_candidates=8, disocclusion_fraction=0.5))
 

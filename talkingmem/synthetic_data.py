@@ -23,8 +23,14 @@ from data_pipelines.user_errors import UserInputError
 INFO_FILE = "dataset_info.json"
 
 
-def check_synthetic_info(info: Mapping[str, Any], wanted: Mapping[str, Any], root: pathlib.Path) -> None:
-  """Refuses a cached synthetic dataset made with other settings than the config asks."""
+def check_synthetic_info(info: Mapping[str, Any], wanted: Mapping[str, Any], root: pathlib.Path,
+                         absent: Mapping[str, Any] | None = None) -> None:
+  """Refuses a cached synthetic dataset made with other settings than the config asks.
+
+  absent: the value a setting had before sets recorded it (a set made before `head_motion` existed
+  was made with 1.0); other settings missing from the set's info are not compared.
+  """
+  info = {**(absent or {}), **info}
   differ = {k: (info.get(k), v) for k, v in wanted.items() if k in info and info[k] != v}
   if differ:
     detail = ", ".join(f"{k}: on disk {a!r}, config {b!r}" for k, (a, b) in sorted(differ.items()))
@@ -33,14 +39,15 @@ def check_synthetic_info(info: Mapping[str, Any], wanted: Mapping[str, Any], roo
 
 
 def ensure_synthetic(root: str | pathlib.Path, wanted: Mapping[str, Any],
-                     generate: Callable[[pathlib.Path], Mapping[str, Any]], what: str) -> None:
+                     generate: Callable[[pathlib.Path], Mapping[str, Any]], what: str,
+                     absent: Mapping[str, Any] | None = None) -> None:
   """Calls `generate(root)` once, unless root already holds a set made with the `wanted` settings."""
   root = pathlib.Path(root)
   info_path = root / INFO_FILE
   if root.exists() and not root.is_dir():
     raise UserInputError(f"--config.data.root={root} is a file; give a dataset folder")
   if info_path.exists():
-    check_synthetic_info(json.loads(info_path.read_text()), wanted, root)
+    check_synthetic_info(json.loads(info_path.read_text()), wanted, root, absent)
   elif root.is_dir() and any(root.iterdir()):
     logging.info("%s holds no synthetic set but other files: reading it as the user's data", root)
   elif jax.process_index() == 0:

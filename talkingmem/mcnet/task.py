@@ -33,7 +33,7 @@ def ensure_synthetic_data(data_config) -> None:
   size, seed = int(data_config.image_size), int(data_config.get("synthetic_seed", 0))
   ensure_synthetic(data_config.root, dict(synth.to_dict(), size=size, seed=seed),
                    lambda root: video_set.generate_dataset(root, size=size, seed=seed, **synth.to_dict()),
-                   "talking-face dataset")
+                   "talking-face dataset", absent={"head_motion": 1.0})
 
 
 def cast_floats(tree: Any, dtype) -> Any:
