@@ -18,7 +18,7 @@ def ablation():
   return module
 
 
-@pytest.mark.parametrize("size", ["full", "smoke"])
+@pytest.mark.parametrize("size", ["full", "medium", "smoke"])
 def test_run_configs(ablation, size, tmp_path):
   for stage, runs in (("stage1", ablation.STAGE1_RUNS), ("stage2", ablation.STAGE2_RUNS)):
     configs = {run: ablation.run_config(stage, size, run, 7, tmp_path) for run in runs}
