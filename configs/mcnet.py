@@ -81,7 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # deformed-source L1 26 % below source L1 at step 600, vs 4 % with 32-frame clips).
     c.data.synthetic = ml_collections.ConfigDict(dict(
         num_identities=120, clips_per_identity=1, frames_per_clip=64, test_fraction=0.1,
-        video_format="mp4"))
+        video_format="mp4", head_motion=1.0))
     c.optim.learning_rate = 1e-3  # Small model, short schedule (x0.1 at step 1280).
     # 1600 steps at ~3.5 steps/s on 2 CPU cores: ~8 min of training, ~10 min with data generation.
     c.train.update(num_steps=1600, num_epochs=None, log_every=50, eval_every=800, image_every=800,
