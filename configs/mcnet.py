@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.memory.update(memory_channels=16, memory_size=16)
   if variant in ("demo", "tiny"):
     c.model = tiny_model_config(64)
-    c.data = _data("workdirs/data/synthetic_demo64", 64, 8)
+    c.data = _data("workdirs/data/synthetic_demo64_motion2", 64, 8)
     c.data.num_repeats = 1
     c.data.decoded_cache_mb = 256  # The whole demo set (~95 MB decoded): no video decoding after epoch 1.
     # One 64-frame (2.6 s) clip per identity rather than two of 32: frame pairs drawn from a longer clip
@@ -81,7 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # deformed-source L1 26 % below source L1 at step 600, vs 4 % with 32-frame clips).
     c.data.synthetic = ml_collections.ConfigDict(dict(
         num_identities=120, clips_per_identity=1, frames_per_clip=64, test_fraction=0.1,
-        video_format="mp4", head_motion=1.0))
+        # Twice the default head movement within a clip: motion a person sees, and what the warp learns
+        # (measured, 1600 steps: held-out L1 0.595x the still source's, vs 0.70x at head_motion 1).
+        video_format="mp4", head_motion=2.0))
     c.optim.learning_rate = 1e-3  # Small model, short schedule (x0.1 at step 1280).
     # 1600 steps at ~3.5 steps/s on 2 CPU cores: ~8 min of training, ~10 min with data generation.
     c.train.update(num_steps=1600, num_epochs=None, log_every=50, eval_every=800, image_every=800,
