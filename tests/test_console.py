@@ -28,6 +28,8 @@ def test_tiny_training_terminal_is_quiet_and_ends_with_a_summary(tmp_path):
   rows = dict(re.findall(r"^  (\S+(?: \S+)*?)\s{2,}(\S.*)$", proc.stdout.split("done:")[1], re.M))
   assert rows["checkpoints"] == str(workdir / "checkpoints")
   assert pathlib.Path(rows["animation"]).is_file()  # from the task's after_training summary
+  assert re.match(r"held-out L1 \d\.\d{4} \(deformed source \d\.\d{4}, still source \d\.\d{4}: "
+                  r"\d\.\d\dx\)", rows["result"]), rows["result"]
   assert len(terminal.splitlines()) <= 60  # one screen (the bound for the whole demo)
   log = (workdir / console.LOG_NAME).read_text()
   assert "checkpoint" in log and "train.py" in log  # the library logs went to the file

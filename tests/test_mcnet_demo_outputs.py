@@ -2,7 +2,7 @@
 import cv2
 import numpy as np
 
-from talkingmem.mcnet.demo_outputs import write_contact_sheet
+from talkingmem.mcnet.demo_outputs import headline, write_contact_sheet
 
 
 def test_contact_sheet_layout(tmp_path):
@@ -16,3 +16,13 @@ def test_contact_sheet_layout(tmp_path):
   # Row 1 (frame 3 of 0, 3, 6, 9) shows the prediction, enlarged 3x with nearest neighbour.
   cell = image[28 + 192:28 + 2 * 192, 2 * 192:]
   np.testing.assert_array_equal(cell[::3, ::3], (pred[3] * 255).round().astype(np.uint8))
+
+
+def test_headline_compares_the_prediction_with_the_still_source():
+  line = headline({"l1": 0.03, "l1_deformed_source": 0.035, "l1_source": 0.05, "l1_disoccluded": 0.08,
+                   "l1_source_disoccluded": 0.17})
+  assert line == ("held-out L1 0.0300 (deformed source 0.0350, still source 0.0500: 0.60x); "
+                  "disoccluded pixels 0.0800 (still source 0.1700)")
+  assert "disoccluded" not in headline({"l1": 0.03, "l1_deformed_source": 0.035, "l1_source": 0.05,
+                                        "l1_disoccluded": float("nan")})
+  assert headline({"l1": 0.03}) is None

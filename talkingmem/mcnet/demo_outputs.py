@@ -65,8 +65,22 @@ def write_contact_sheet(path: pathlib.Path, source: np.ndarray, driving: np.ndar
   return path
 
 
+def headline(evaluation: dict[str, Any]) -> str | None:
+  """One line for the terminal: held-out L1 of the prediction against the warp and the still source."""
+  if not all(k in evaluation for k in ("l1", "l1_deformed_source", "l1_source")):
+    return None
+  line = (f"held-out L1 {evaluation['l1']:.4f} (deformed source {evaluation['l1_deformed_source']:.4f}, "
+          f"still source {evaluation['l1_source']:.4f}: {evaluation['l1'] / evaluation['l1_source']:.2f}x)")
+  if "l1_disoccluded" in evaluation and evaluation["l1_disoccluded"] == evaluation["l1_disoccluded"]:
+    line += (f"; disoccluded pixels {evaluation['l1_disoccluded']:.4f} "
+             f"(still source {evaluation.get('l1_source_disoccluded', float('nan')):.4f})")
+  return line
+
+
 def write_demo_outputs(task, variables, workdir: pathlib.Path) -> dict[str, Any]:
   summary = {"evaluation": held_out_evaluation(task, variables)}
+  if line := headline(summary["evaluation"]):
+    summary["headline"] = line
   animation = write_animation(task, variables, workdir / "animation.mp4")
   if animation:
     summary["animation"] = animation
