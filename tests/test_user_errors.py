@@ -133,7 +133,7 @@ def test_resume_with_another_config_is_refused(tmp_path, tiny_config):
   workdir = _trained_workdir(tmp_path / "w", mcnet.get_config("demo"))
   before = snapshot(tmp_path)
   message = refused("another config", checkpointing.check_resume, workdir, tiny_config)
-  assert "15 fields differ: data.eval_chunk_size: 16 -> 8, data.image_size: 64 -> 32" in message
+  assert "16 fields differ: data.eval_chunk_size: 16 -> 8, data.image_size: 64 -> 32" in message
   assert "use a new --workdir" in message
   assert snapshot(tmp_path) == before
 
