@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 import time
@@ -41,6 +40,8 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+import results_file  # noqa: E402  (beside this script)
 
 START, END = "<!-- memface_ablation:start -->", "<!-- memface_ablation:end -->"
 STAGE1_RUNS = {  # name -> (ablation of the config variant, overrides)
@@ -220,10 +221,7 @@ def finished_runs(work: pathlib.Path, size: str) -> list[dict[str, Any]]:
   return sorted(results, key=lambda r: (order[(r["stage"], r["run"])], r["seed"]))
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+write_atomic = results_file.write_atomic
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,15 +304,8 @@ def tables(results: list[dict[str, Any]], command: str, size: str) -> str:
 
 
 def write_results(path: pathlib.Path, body: str) -> None:
-  """Replaces the marked section of `path` (appended if absent), keeping the rest."""
-  text = path.read_text() if path.exists() else "# Results\n"
-  section = f"{START}\n{body.rstrip()}\n{END}"
-  if START in text and END in text:
-    text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + "\n\n## MemFace ablations and toy tests (experiments/memface_ablation.py)\n\n" \
-        + section + "\n"
-  write_atomic(path, text)
+  """Replaces this runner's marked section of `path`, keeping the rest."""
+  results_file.write_section(path, START, END, "MemFace ablations and toy tests (experiments/memface_ablation.py)", body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 import time
@@ -41,6 +40,8 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+import results_file  # noqa: E402  (beside this script)
 
 START, END = "<!-- memory_ablation:start -->", "<!-- memory_ablation:end -->"
 RUNS = {
@@ -115,10 +116,7 @@ def run_one(size: str, run: str, seed: int, work: pathlib.Path) -> dict[str, Any
   return result
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+write_atomic = results_file.write_atomic
 
 
 def finished_runs(work: pathlib.Path, size: str) -> list[dict[str, Any]]:
@@ -222,14 +220,8 @@ def tables(results: list[dict[str, Any]], command: str, size: str, figure: str |
 
 
 def write_results(path: pathlib.Path, body: str) -> None:
-  """Replaces the marked section of `path` (appended with a heading if absent), keeping the rest."""
-  text = path.read_text() if path.exists() else "# Results\n"
-  section = f"{START}\n{body.rstrip()}\n{END}"
-  if START in text and END in text:
-    text = text[:text.index(START)] + section + text[text.index(END) + len(END):]
-  else:
-    text = text.rstrip() + "\n\n## MCNet memory ablation (experiments/memory_ablation.py)\n\n" + section + "\n"
-  write_atomic(path, text)
+  """Replaces this runner's marked section of `path`, keeping the rest."""
+  results_file.write_section(path, START, END, "MCNet memory ablation (experiments/memory_ablation.py)", body)
 
 
 def main(argv: list[str] | None = None) -> int:
