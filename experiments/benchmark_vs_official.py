@@ -45,6 +45,9 @@ from talkingmem.mcnet.model import MCNet  # noqa: E402
 from talkingmem.nn import vgg  # noqa: E402
 from talkingmem.task import get_task  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import results_file  # noqa: E402  (beside this script)
+
 HERE = pathlib.Path(__file__).resolve().parent
 WORKER = HERE / "official_mcnet_worker.py"
 FLAGS = flags.FLAGS
@@ -370,13 +373,6 @@ def markdown(rows: list[dict], heading: str, peak: float | None) -> str:
   return "\n".join(table) + "\n"
 
 
-def write_atomically(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def plan(inference: list, training: list, dtypes: list[str]) -> list[tuple[str, int | str, str]]:
   """Fixed batches first (both dtypes), then the 'max' ones."""
   items = [(w, b, d) for w, batches in (("inference", inference), ("train", training))
@@ -415,7 +411,7 @@ def run(config) -> list[dict]:
       if FLAGS.out:  # row by row: a run cut short by a time limit keeps what it measured
         out = pathlib.Path(FLAGS.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomically(out / "benchmark_vs_official.jsonl",
+        results_file.write_atomic(out / "benchmark_vs_official.jsonl",
                          "".join(json.dumps(r, default=str) + "\n" for r in rows))
   if official is not None:
     official.close()
@@ -426,11 +422,11 @@ def run(config) -> list[dict]:
   table = markdown(rows, heading, peak)
   print(table)
   if FLAGS.out:
-    write_atomically(pathlib.Path(FLAGS.out) / "benchmark_vs_official.md", table)
+    results_file.write_atomic(pathlib.Path(FLAGS.out) / "benchmark_vs_official.md", table)
   if FLAGS.results_md:
     path = pathlib.Path(FLAGS.results_md)
     old = path.read_text() if path.exists() else ""
-    write_atomically(path, old.rstrip("\n") + "\n\n" + table)
+    results_file.write_atomic(path, old.rstrip("\n") + "\n\n" + table)
   return rows
 
 

@@ -205,7 +205,7 @@ def run_one(stage: str, size: str, run: str, seed: int, work: pathlib.Path, lmd:
   result.update(stage=stage, run=run, seed=seed, size=size, num_steps=int(config.train.num_steps),
                 train_seconds=round(train_seconds, 1),
                 analysis_seconds=round(time.time() - tic - train_seconds, 1))
-  write_atomic(done, json.dumps(result, indent=1) + "\n")
+  results_file.write_atomic(done, json.dumps(result, indent=1) + "\n")
   return result
 
 
@@ -219,9 +219,6 @@ def finished_runs(work: pathlib.Path, size: str) -> list[dict[str, Any]]:
     if result.get("size", size) == size and (result["stage"], result["run"]) in order:
       results.append(result)
   return sorted(results, key=lambda r: (order[(r["stage"], r["run"])], r["seed"]))
-
-
-write_atomic = results_file.write_atomic
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
   # The tables show every finished run of this size in the workdir (seeds may come from several
   # invocations, e.g. one seed at a time so that an interrupted sweep is balanced over runs).
   results = finished_runs(work, args.size)
-  write_atomic(work / "ablation.json", json.dumps(results, indent=1) + "\n")
+  results_file.write_atomic(work / "ablation.json", json.dumps(results, indent=1) + "\n")
   results_path = pathlib.Path(args.results) if args.results else (
       REPO / "experiments" / "RESULTS.md" if args.size != "smoke" else work / "RESULTS.md")
   command = "python experiments/memface_ablation.py " + " ".join(argv if argv is not None

@@ -112,11 +112,8 @@ def run_one(size: str, run: str, seed: int, work: pathlib.Path) -> dict[str, Any
   result.update(run=run, seed=seed, size=size, num_steps=int(config.train.num_steps),
                 train_seconds=round(train_seconds, 1),
                 eval_seconds=round(time.time() - tic - train_seconds, 1))
-  write_atomic(done, json.dumps(result, indent=1) + "\n")
+  results_file.write_atomic(done, json.dumps(result, indent=1) + "\n")
   return result
-
-
-write_atomic = results_file.write_atomic
 
 
 def finished_runs(work: pathlib.Path, size: str) -> list[dict[str, Any]]:
@@ -259,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     figure = write_memory_pictures(first, run_config(args.size, "full", seed, work),
                                    work / "memory_figure.png")
   results = finished_runs(work, args.size)
-  write_atomic(work / "ablation.json", json.dumps(results, indent=1) + "\n")
+  results_file.write_atomic(work / "ablation.json", json.dumps(results, indent=1) + "\n")
   results_path = pathlib.Path(args.results) if args.results else (
       REPO / "experiments" / "RESULTS.md" if args.size != "smoke" else work / "RESULTS.md")
   command = "python experiments/memory_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])

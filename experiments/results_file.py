@@ -1,13 +1,16 @@
-"""Atomic writes and marked sections of experiments/RESULTS.md, shared by the ablation runners."""
+"""Atomic writes and marked sections of experiments/RESULTS.md, shared by the experiment scripts."""
 from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 
 
 def write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
+  """Writes `text` to a temporary file beside `path` and renames it, so a reader never sees half a file."""
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
   os.replace(tmp, path)
 
 
