@@ -166,8 +166,13 @@ def _quiet_orbax() -> Iterator[None]:
 def load_variables(workdir: str | pathlib.Path, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict, int]:
   """Model variables (params and other collections) of a training run, without the optimizer state."""
   config = load_config(workdir)
-  manager = ocp.CheckpointManager(checkpoint_dir(workdir).absolute(), item_names=(STATE, DATA),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  # Orbax warns on every read-only open ("Given directory is read only", and once per option it
+  # overrides); a reader expects exactly that, so those lines are noise on the terminal. Opening raises on a
+  # real problem; the restore below keeps its own logs.
+  options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+  with _quiet_orbax():
+    manager = ocp.CheckpointManager(checkpoint_dir(workdir).absolute(), item_names=(STATE, DATA),
+                                    options=options)
   steps = saved_steps(workdir)
   if not steps:
     raise UserInputError(f"no checkpoint in {checkpoint_dir(workdir)}; train first, or give another "
