@@ -26,11 +26,13 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 import time
 from typing import NamedTuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import results_file  # noqa: E402  (beside this script; standard library only, safe before the install step)
+
 # Import name -> distribution the project needs that a JAX+torch GPU image may lack; versions from
 # requirements.txt. TensorFlow, TFDS and CLU are left out on purpose: training reads folders without
 # them and summaries fall back to metrics.jsonl (too large to carry: TensorFlow alone is ~600 MB).
@@ -126,10 +128,7 @@ def plan(args: argparse.Namespace, out: pathlib.Path) -> list[Step]:
 
 
 def write_json(path: pathlib.Path, payload: object) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-  with os.fdopen(fd, "w") as f:
-    json.dump(payload, f, indent=1, default=str)
-  os.replace(tmp, path)
+  results_file.write_atomic(path, json.dumps(payload, indent=1, default=str))
 
 
 def environment() -> dict:

@@ -45,10 +45,10 @@ from talkingmem.mcnet.model import MCNet  # noqa: E402
 from talkingmem.nn import vgg  # noqa: E402
 from talkingmem.task import get_task  # noqa: E402
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 import results_file  # noqa: E402  (beside this script)
 
-HERE = pathlib.Path(__file__).resolve().parent
 WORKER = HERE / "official_mcnet_worker.py"
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", str(HERE.parent / "configs" / "mcnet.py"),
